@@ -1,0 +1,17 @@
+/** Jest runs TypeScript through swc; @middy/* is ESM-only, so it is transformed too (FACTS.md). */
+/** @type {import('jest').Config} */
+module.exports = {
+  testEnvironment: '<rootDir>/test/support/node-realm-environment.cjs',
+  testMatch: ['<rootDir>/test/**/*.test.ts'],
+  transform: {
+    '^.+\\.(t|j|mj)s$': [
+      '@swc/jest',
+      { jsc: { target: 'es2022', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } },
+    ],
+  },
+  transformIgnorePatterns: ['/node_modules/(?!@middy/)'],
+  moduleFileExtensions: ['ts', 'js', 'mjs', 'cjs', 'json', 'node'],
+  testTimeout: 60_000,
+  // Two cores: more workers only thrash the onnxruntime thread pools.
+  maxWorkers: 2,
+};

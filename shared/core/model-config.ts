@@ -1,0 +1,261 @@
+/**
+ * `<root>/<model>/config.json`: what the repository says about a model. Parsed once per read into a
+ * frozen object; every problem is reported at once.
+ *
+ * @example
+ * {
+ *   "name": "linear",
+ *   "maxBatchSize": 64,
+ *   "defaultVersion": "1",
+ *   "versions": { "1": { "sha256": "…", "size": 1234, "ort": { "sha256": "…", "size": 2345 } } },
+ *   "session": { "graphOptimizationLevel": "all", "executionProviders": ["cpu"], "warmup": true },
+ *   "dynamicBatching": { "maxBatchSize": 32, "maxQueueDelayMs": 5, "maxQueueSize": 256 }
+ * }
+ */
+import { ModelConfigError } from './errors';
+import { compareVersions, isValidVersion } from './names';
+import { GRAPH_OPTIMIZATION_LEVELS, type GraphOptimizationLevel } from './ports';
+
+export interface ArtifactInfo {
+  readonly sha256: string;
+  readonly size: number;
+}
+
+export interface VersionInfo extends ArtifactInfo {
+  /** An ORT-format copy written by `models optimize`; preferred when `session.preferOrtFormat` is on. */
+  readonly ort?: ArtifactInfo;
+}
+
+export interface ModelSessionConfig {
+  readonly graphOptimizationLevel: GraphOptimizationLevel;
+  /** 0: the serving default (the instance's available parallelism). */
+  readonly intraOpThreads: number;
+  readonly interOpThreads: number;
+  readonly executionProviders: readonly string[];
+  readonly warmup: boolean;
+  readonly preferOrtFormat: boolean;
+  /** With the ORT format: onnxruntime uses the fetched bytes for the model and initialisers (no copy). */
+  readonly useModelBytesDirectly: boolean;
+  /** `undefined`: on exactly when the bytes are used directly (prepacking would copy the weights). */
+  readonly disablePrepacking: boolean | undefined;
+}
+
+export interface DynamicBatchingConfig {
+  readonly maxBatchSize: number;
+  readonly maxQueueDelayMs: number;
+  readonly maxQueueSize: number;
+}
+
+export interface ModelConfig {
+  readonly name: string;
+  readonly platform: 'onnxruntime_onnx';
+  /** 0: the model has no batch axis; otherwise the largest first dim accepted. */
+  readonly maxBatchSize: number;
+  readonly defaultVersion: string | undefined;
+  readonly versions: Readonly<Record<string, VersionInfo>>;
+  readonly session: ModelSessionConfig;
+  readonly dynamicBatching: DynamicBatchingConfig | undefined;
+}
+
+export const DEFAULT_SESSION_CONFIG: ModelSessionConfig = Object.freeze({
+  graphOptimizationLevel: 'all',
+  intraOpThreads: 0,
+  interOpThreads: 1,
+  executionProviders: Object.freeze(['cpu']),
+  warmup: true,
+  preferOrtFormat: true,
+  useModelBytesDirectly: true,
+  disablePrepacking: undefined,
+});
+
+const SHA256 = /^[0-9a-f]{64}$/;
+
+type Json = Record<string, unknown>;
+
+function isObject(value: unknown): value is Json {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Parses and checks config.json text for `model`. Throws {@link ModelConfigError} listing every problem. */
+export function parseModelConfig(model: string, text: string): ModelConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new ModelConfigError(`model '${model}': config.json is not valid JSON`, { cause: error });
+  }
+  const problems: string[] = [];
+  const config = readModelConfig(model, raw, problems);
+  if (problems.length > 0 || config === undefined) {
+    throw new ModelConfigError(`model '${model}': config.json is invalid: ${problems.join('; ')}`);
+  }
+  return config;
+}
+
+function readModelConfig(model: string, raw: unknown, problems: string[]): ModelConfig | undefined {
+  if (!isObject(raw)) {
+    problems.push('expected a JSON object');
+    return undefined;
+  }
+  if (raw.name !== undefined && raw.name !== model) {
+    problems.push(`'name' is '${String(raw.name)}' but the folder is '${model}'`);
+  }
+  if (raw.platform !== undefined && raw.platform !== 'onnxruntime_onnx') {
+    problems.push(`'platform' must be 'onnxruntime_onnx'`);
+  }
+  const maxBatchSize = readInt(raw, 'maxBatchSize', 0, 0, 1 << 20, problems);
+  const versions = readVersions(raw.versions, problems);
+  let defaultVersion: string | undefined;
+  if (raw.defaultVersion !== undefined) {
+    if (typeof raw.defaultVersion !== 'string' || !(raw.defaultVersion in versions)) {
+      problems.push(`'defaultVersion' must name one of the versions`);
+    } else {
+      defaultVersion = raw.defaultVersion;
+    }
+  }
+  const session = readSession(raw.session, problems);
+  const dynamicBatching = readDynamicBatching(raw.dynamicBatching, maxBatchSize, problems);
+  return deepFreeze({
+    name: model,
+    platform: 'onnxruntime_onnx',
+    maxBatchSize,
+    defaultVersion,
+    versions,
+    session,
+    dynamicBatching,
+  });
+}
+
+function readVersions(raw: unknown, problems: string[]): Record<string, VersionInfo> {
+  const versions: Record<string, VersionInfo> = {};
+  if (!isObject(raw) || Object.keys(raw).length === 0) {
+    problems.push(`'versions' must be an object with at least one version`);
+    return versions;
+  }
+  for (const [version, info] of Object.entries(raw)) {
+    if (!isValidVersion(version)) {
+      problems.push(`version '${version}' is not a positive integer`);
+      continue;
+    }
+    const artifact = readArtifact(`versions.${version}`, info, problems);
+    if (artifact === undefined || !isObject(info)) continue;
+    const ort = info.ort === undefined ? undefined : readArtifact(`versions.${version}.ort`, info.ort, problems);
+    versions[version] = ort === undefined ? artifact : { ...artifact, ort };
+  }
+  return versions;
+}
+
+function readArtifact(where: string, raw: unknown, problems: string[]): ArtifactInfo | undefined {
+  if (!isObject(raw)) {
+    problems.push(`'${where}' must be an object with 'sha256' and 'size'`);
+    return undefined;
+  }
+  const ok = typeof raw.sha256 === 'string' && SHA256.test(raw.sha256);
+  if (!ok) problems.push(`'${where}.sha256' must be 64 lowercase hex digits`);
+  const sizeOk = Number.isSafeInteger(raw.size) && (raw.size as number) > 0;
+  if (!sizeOk) problems.push(`'${where}.size' must be a positive integer (bytes)`);
+  return ok && sizeOk ? { sha256: raw.sha256 as string, size: raw.size as number } : undefined;
+}
+
+function readSession(raw: unknown, problems: string[]): ModelSessionConfig {
+  if (raw === undefined) return DEFAULT_SESSION_CONFIG;
+  if (!isObject(raw)) {
+    problems.push(`'session' must be an object`);
+    return DEFAULT_SESSION_CONFIG;
+  }
+  const d = DEFAULT_SESSION_CONFIG;
+  let graphOptimizationLevel = d.graphOptimizationLevel;
+  if (raw.graphOptimizationLevel !== undefined) {
+    if ((GRAPH_OPTIMIZATION_LEVELS as readonly unknown[]).includes(raw.graphOptimizationLevel)) {
+      graphOptimizationLevel = raw.graphOptimizationLevel as GraphOptimizationLevel;
+    } else {
+      problems.push(`'session.graphOptimizationLevel' must be one of ${GRAPH_OPTIMIZATION_LEVELS.join(', ')}`);
+    }
+  }
+  let executionProviders = d.executionProviders;
+  if (raw.executionProviders !== undefined) {
+    const eps = raw.executionProviders;
+    if (Array.isArray(eps) && eps.length > 0 && eps.every((e) => typeof e === 'string' && e.length > 0)) {
+      executionProviders = eps.map((e: string) => e.toLowerCase());
+    } else {
+      problems.push(`'session.executionProviders' must be a non-empty array of provider names`);
+    }
+  }
+  let disablePrepacking: boolean | undefined;
+  if (raw.disablePrepacking !== undefined) disablePrepacking = readBool(raw, 'disablePrepacking', false, problems, 'session.');
+  return {
+    graphOptimizationLevel,
+    intraOpThreads: readInt(raw, 'intraOpThreads', d.intraOpThreads, 0, 1024, problems, 'session.'),
+    interOpThreads: readInt(raw, 'interOpThreads', d.interOpThreads, 1, 1024, problems, 'session.'),
+    executionProviders,
+    warmup: readBool(raw, 'warmup', d.warmup, problems, 'session.'),
+    preferOrtFormat: readBool(raw, 'preferOrtFormat', d.preferOrtFormat, problems, 'session.'),
+    useModelBytesDirectly: readBool(raw, 'useModelBytesDirectly', d.useModelBytesDirectly, problems, 'session.'),
+    disablePrepacking,
+  };
+}
+
+function readDynamicBatching(
+  raw: unknown,
+  maxBatchSize: number,
+  problems: string[],
+): DynamicBatchingConfig | undefined {
+  if (raw === undefined) return undefined;
+  if (!isObject(raw)) {
+    problems.push(`'dynamicBatching' must be an object`);
+    return undefined;
+  }
+  if (maxBatchSize === 0) {
+    problems.push(`'dynamicBatching' needs a batch axis: set 'maxBatchSize' above 0`);
+    return undefined;
+  }
+  const where = 'dynamicBatching.';
+  return {
+    maxBatchSize: readInt(raw, 'maxBatchSize', maxBatchSize, 1, maxBatchSize, problems, where),
+    maxQueueDelayMs: readInt(raw, 'maxQueueDelayMs', 5, 0, 10_000, problems, where),
+    maxQueueSize: readInt(raw, 'maxQueueSize', 256, 1, 1 << 20, problems, where),
+  };
+}
+
+function readInt(
+  raw: Json,
+  key: string,
+  fallback: number,
+  min: number,
+  max: number,
+  problems: string[],
+  where = '',
+): number {
+  const value = raw[key];
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || (value as number) < min || (value as number) > max) {
+    problems.push(`'${where}${key}' must be an integer from ${min} to ${max}`);
+    return fallback;
+  }
+  return value as number;
+}
+
+function readBool(raw: Json, key: string, fallback: boolean, problems: string[], where = ''): boolean {
+  const value = raw[key];
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') {
+    problems.push(`'${where}${key}' must be true or false`);
+    return fallback;
+  }
+  return value;
+}
+
+/** The version a request gets: the one asked for, else the default, else the highest. */
+export function resolveVersion(config: ModelConfig, requested: string | undefined): string | undefined {
+  if (requested !== undefined) return requested in config.versions ? requested : undefined;
+  if (config.defaultVersion !== undefined) return config.defaultVersion;
+  return Object.keys(config.versions).sort(compareVersions).at(-1);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}

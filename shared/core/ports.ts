@@ -1,0 +1,108 @@
+/**
+ * Ports: the small interfaces the core depends on. Adapters in `shared/adapters` implement them against
+ * S3, the file system and onnxruntime-node; unit tests implement them with in-memory fakes.
+ */
+import type { ModelSignature, Tensor } from './tensor';
+
+/** `config.json` as read from the repository, with the validator used for cheap conditional re-reads. */
+export interface ConfigDocument {
+  readonly text: string;
+  readonly etag: string;
+}
+
+/** The file of a version: the portable ONNX file or its ORT-format copy. */
+export type ArtifactFormat = 'onnx' | 'ort';
+
+export const ARTIFACT_FILE: Readonly<Record<ArtifactFormat, string>> = {
+  onnx: 'model.onnx',
+  ort: 'model.ort',
+};
+
+/** Where models live: `<root>/<model>/config.json` and `<root>/<model>/<version>/model.onnx`. */
+export interface ModelStore {
+  /** Human-readable location for logs, e.g. `s3://bucket/prefix` (never credentials). */
+  readonly location: string;
+  /**
+   * Reads `<model>/config.json`. Returns `undefined` when the model does not exist and `'not-modified'`
+   * when `etag` still matches. Names reaching a store were validated by the core already.
+   */
+  readConfig(model: string, etag?: string): Promise<ConfigDocument | 'not-modified' | undefined>;
+  /**
+   * Reads one version file whose byte size is known from config.json. Throws {@link ModelNotFoundError}
+   * when it is missing and {@link ModelLoadError} when the store fails.
+   */
+  readArtifact(model: string, version: string, format: ArtifactFormat, size: number): Promise<Uint8Array>;
+  /** Names of the models in the repository (folders or prefixes that hold a config.json). */
+  listModels(): Promise<string[]>;
+}
+
+/** The local-disk tier of the warm cache, keyed by content hash. */
+export interface ArtifactCache {
+  /** The bytes stored under `sha256`, or `undefined` on a miss (also when the size differs). */
+  get(sha256: string, size: number): Promise<Uint8Array | undefined>;
+  /** Stores bytes whose hash was already verified; written atomically (temporary name, then rename). */
+  put(sha256: string, bytes: Uint8Array): Promise<void>;
+}
+
+export const GRAPH_OPTIMIZATION_LEVELS = ['disabled', 'basic', 'extended', 'all'] as const;
+export type GraphOptimizationLevel = (typeof GRAPH_OPTIMIZATION_LEVELS)[number];
+
+export interface EngineSessionOptions {
+  readonly graphOptimizationLevel: GraphOptimizationLevel;
+  readonly intraOpThreads: number;
+  readonly interOpThreads: number;
+  /** In order of preference, e.g. `['cuda', 'cpu']`; the engine takes the first that loads. */
+  readonly executionProviders: readonly string[];
+  /** ORT format only: let onnxruntime use the fetched bytes for the model and its initialisers. */
+  readonly useModelBytesDirectly: boolean;
+  readonly disablePrepacking: boolean;
+}
+
+/** A live session. `run` may be called concurrently; `release` is called once, when nothing runs. */
+export interface LoadedModel {
+  readonly signature: ModelSignature;
+  /** The execution provider that loaded, e.g. `cpu`. */
+  readonly provider: string;
+  run(feeds: Readonly<Record<string, Tensor>>, outputs?: readonly string[]): Promise<Record<string, Tensor>>;
+  release(): Promise<void>;
+}
+
+export interface InferenceEngine {
+  load(artifact: { bytes: Uint8Array; format: ArtifactFormat }, options: EngineSessionOptions): Promise<LoadedModel>;
+}
+
+/** What the core reports; the runtime turns these into logs and metrics. */
+export type ServingEvent =
+  | {
+      readonly type: 'model-loaded';
+      readonly model: string;
+      readonly version: string;
+      readonly format: ArtifactFormat;
+      readonly source: 'store' | 'disk';
+      readonly bytes: number;
+      readonly downloadMs: number;
+      readonly verifyMs: number;
+      readonly createMs: number;
+      readonly warmupMs: number;
+      readonly provider: string;
+    }
+  | { readonly type: 'model-load-failed'; readonly model: string; readonly version: string; readonly error: Error }
+  | { readonly type: 'model-evicted'; readonly model: string; readonly version: string; readonly bytes: number }
+  | { readonly type: 'cache'; readonly model: string; readonly version: string; readonly hit: boolean }
+  | { readonly type: 'disk-cache-write-failed'; readonly sha256: string; readonly error: Error }
+  | {
+      readonly type: 'inference';
+      readonly model: string;
+      readonly version: string;
+      readonly ms: number;
+      readonly batch: number;
+    };
+
+export interface Telemetry {
+  emit(event: ServingEvent): void;
+}
+
+export const NO_TELEMETRY: Telemetry = { emit: () => {} };
+
+/** Milliseconds from an arbitrary origin; injected so tests can drive time. */
+export type Clock = () => number;
