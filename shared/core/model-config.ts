@@ -12,6 +12,7 @@
  *   "dynamicBatching": { "maxBatchSize": 32, "maxQueueDelayMs": 5, "maxQueueSize": 256 }
  * }
  */
+import { deepFreeze } from './deep-freeze';
 import { ModelConfigError } from './errors';
 import { compareVersions, isValidVersion } from './names';
 import { GRAPH_OPTIMIZATION_LEVELS, type GraphOptimizationLevel } from './ports';
@@ -100,8 +101,8 @@ function readModelConfig(model: string, raw: unknown, problems: string[]): Model
   if (raw.name !== undefined && raw.name !== model) {
     problems.push(`'name' is '${String(raw.name)}' but the folder is '${model}'`);
   }
-  if (raw.platform !== undefined && raw.platform !== 'onnxruntime_onnx') {
-    problems.push(`'platform' must be 'onnxruntime_onnx'`);
+  if (raw.platform !== undefined && raw.platform !== 'onnxruntime_onnx' && raw.platform !== 'onnx_onnxv1') {
+    problems.push(`'platform' must be 'onnxruntime_onnx' (or its OIP name 'onnx_onnxv1')`);
   }
   const maxBatchSize = readInt(raw, 'maxBatchSize', 0, 0, 1 << 20, problems);
   const versions = readVersions(raw.versions, problems);
@@ -139,7 +140,8 @@ function readVersions(raw: unknown, problems: string[]): Record<string, VersionI
     }
     const artifact = readArtifact(`versions.${version}`, info, problems);
     if (artifact === undefined || !isObject(info)) continue;
-    const ort = info.ort === undefined ? undefined : readArtifact(`versions.${version}.ort`, info.ort, problems);
+    const ort =
+      info.ort === undefined ? undefined : readArtifact(`versions.${version}.ort`, info.ort, problems);
     versions[version] = ort === undefined ? artifact : { ...artifact, ort };
   }
   return versions;
@@ -169,7 +171,9 @@ function readSession(raw: unknown, problems: string[]): ModelSessionConfig {
     if ((GRAPH_OPTIMIZATION_LEVELS as readonly unknown[]).includes(raw.graphOptimizationLevel)) {
       graphOptimizationLevel = raw.graphOptimizationLevel as GraphOptimizationLevel;
     } else {
-      problems.push(`'session.graphOptimizationLevel' must be one of ${GRAPH_OPTIMIZATION_LEVELS.join(', ')}`);
+      problems.push(
+        `'session.graphOptimizationLevel' must be one of ${GRAPH_OPTIMIZATION_LEVELS.join(', ')}`,
+      );
     }
   }
   let executionProviders = d.executionProviders;
@@ -182,7 +186,8 @@ function readSession(raw: unknown, problems: string[]): ModelSessionConfig {
     }
   }
   let disablePrepacking: boolean | undefined;
-  if (raw.disablePrepacking !== undefined) disablePrepacking = readBool(raw, 'disablePrepacking', false, problems, 'session.');
+  if (raw.disablePrepacking !== undefined)
+    disablePrepacking = readBool(raw, 'disablePrepacking', false, problems, 'session.');
   return {
     graphOptimizationLevel,
     intraOpThreads: readInt(raw, 'intraOpThreads', d.intraOpThreads, 0, 1024, problems, 'session.'),
@@ -190,7 +195,13 @@ function readSession(raw: unknown, problems: string[]): ModelSessionConfig {
     executionProviders,
     warmup: readBool(raw, 'warmup', d.warmup, problems, 'session.'),
     preferOrtFormat: readBool(raw, 'preferOrtFormat', d.preferOrtFormat, problems, 'session.'),
-    useModelBytesDirectly: readBool(raw, 'useModelBytesDirectly', d.useModelBytesDirectly, problems, 'session.'),
+    useModelBytesDirectly: readBool(
+      raw,
+      'useModelBytesDirectly',
+      d.useModelBytesDirectly,
+      problems,
+      'session.',
+    ),
     disablePrepacking,
   };
 }
@@ -250,12 +261,4 @@ export function resolveVersion(config: ModelConfig, requested: string | undefine
   if (requested !== undefined) return requested in config.versions ? requested : undefined;
   if (config.defaultVersion !== undefined) return config.defaultVersion;
   return Object.keys(config.versions).sort(compareVersions).at(-1);
-}
-
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    for (const child of Object.values(value)) deepFreeze(child);
-    Object.freeze(value);
-  }
-  return value;
 }

@@ -68,7 +68,10 @@ export interface LoadedModel {
 }
 
 export interface InferenceEngine {
-  load(artifact: { bytes: Uint8Array; format: ArtifactFormat }, options: EngineSessionOptions): Promise<LoadedModel>;
+  load(
+    artifact: { bytes: Uint8Array; format: ArtifactFormat },
+    options: EngineSessionOptions,
+  ): Promise<LoadedModel>;
 }
 
 /** What the core reports; the runtime turns these into logs and metrics. */
@@ -86,8 +89,18 @@ export type ServingEvent =
       readonly warmupMs: number;
       readonly provider: string;
     }
-  | { readonly type: 'model-load-failed'; readonly model: string; readonly version: string; readonly error: Error }
-  | { readonly type: 'model-evicted'; readonly model: string; readonly version: string; readonly bytes: number }
+  | {
+      readonly type: 'model-load-failed';
+      readonly model: string;
+      readonly version: string;
+      readonly error: Error;
+    }
+  | {
+      readonly type: 'model-evicted';
+      readonly model: string;
+      readonly version: string;
+      readonly bytes: number;
+    }
   | { readonly type: 'cache'; readonly model: string; readonly version: string; readonly hit: boolean }
   | { readonly type: 'disk-cache-write-failed'; readonly sha256: string; readonly error: Error }
   | {

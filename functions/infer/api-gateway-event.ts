@@ -1,0 +1,55 @@
+/**
+ * API Gateway REST (payload v1), HTTP API (payload v2) and Lambda Function URL events to the core's
+ * HttpRequest, and the core's HttpResponse back to the result shape they expect.
+ */
+import type { APIGatewayProxyEvent, APIGatewayProxyEventV2, APIGatewayProxyResult } from 'aws-lambda';
+import type { HttpRequest, HttpResponse } from '../../shared/core/http-app';
+
+export type InferEvent = APIGatewayProxyEvent | APIGatewayProxyEventV2;
+
+export function isV2(event: InferEvent): event is APIGatewayProxyEventV2 {
+  return (event as APIGatewayProxyEventV2).version === '2.0' || 'rawPath' in event;
+}
+
+export function toHttpRequest(event: InferEvent): HttpRequest {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(event.headers ?? {})) {
+    if (value !== undefined) headers[name.toLowerCase()] = value;
+  }
+  const raw = event.body ?? '';
+  const body = event.isBase64Encoded ? Buffer.from(raw, 'base64') : Buffer.from(raw, 'utf8');
+  if (isV2(event)) {
+    return { method: event.requestContext.http.method, path: stripStage(event), headers, body };
+  }
+  // REST API: `path` is the resource path the client asked for, without the stage.
+  return { method: event.httpMethod, path: event.path, headers, body };
+}
+
+/** HTTP APIs put a named stage in `rawPath` (`/prod/v2/...`); `$default` and Function URLs do not. */
+function stripStage(event: APIGatewayProxyEventV2): string {
+  const stage = event.requestContext.stage;
+  const path = event.rawPath;
+  if (stage && stage !== '$default' && (path === `/${stage}` || path.startsWith(`/${stage}/`))) {
+    return path.slice(stage.length + 1) || '/';
+  }
+  return path;
+}
+
+/** Binary bodies travel base64-encoded, as API Gateway and Function URLs require. */
+export function toResult(response: HttpResponse): APIGatewayProxyResult {
+  if (typeof response.body === 'string') {
+    return {
+      statusCode: response.status,
+      headers: response.headers,
+      body: response.body,
+      isBase64Encoded: false,
+    };
+  }
+  const bytes = response.body;
+  return {
+    statusCode: response.status,
+    headers: response.headers,
+    body: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64'),
+    isBase64Encoded: true,
+  };
+}

@@ -1,0 +1,40 @@
+/**
+ * infer door: API Gateway (REST v1, HTTP API v2) and Function URL events to the serving core. Pinned to
+ * one model with ONNX_SERVE_MODEL (a per-model function), or serving the whole repository.
+ */
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import middy from '@middy/core';
+import type { APIGatewayProxyResult, Context } from 'aws-lambda';
+import { withDeadline } from '../../shared/core/deadline';
+import { errorResponse } from '../../shared/core/http-app';
+import { configFromEnv, createRuntime, type Runtime } from '../../shared/runtime/runtime';
+import { type InferEvent, toHttpRequest, toResult } from './api-gateway-event';
+
+/** Builds the handler around a runtime; tests pass one built from a config object. */
+export function createInferHandler(runtime: Runtime) {
+  const chain = middy<InferEvent, APIGatewayProxyResult, Error, Context>().handler(async (event, context) => {
+    const request = toHttpRequest(event);
+    try {
+      const budget = context.getRemainingTimeInMillis() - runtime.config.timeoutMarginMs;
+      return toResult(await withDeadline(runtime.app(request), budget, 'the inference request'));
+    } catch (error) {
+      return toResult(
+        errorResponse(error, request, (e) => runtime.logger.error('request failed', { error: e as Error })),
+      );
+    }
+  });
+  chain.use(injectLambdaContext(runtime.logger));
+  if (runtime.metrics !== undefined) chain.use(logMetrics(runtime.metrics, { captureColdStartMetric: true }));
+  return chain;
+}
+
+// Built on the first invocation rather than at import (building is cheap: no I/O), so tests can import
+// this module without an environment. A bad configuration fails the invocation with every bad key in
+// the error, and the next invocation tries again.
+let inner: ReturnType<typeof createInferHandler> | undefined;
+
+export const handler = async (event: InferEvent, context: Context): Promise<APIGatewayProxyResult> => {
+  inner ??= createInferHandler(createRuntime(configFromEnv(), { withMetrics: true }));
+  return inner(event, context);
+};

@@ -1,0 +1,50 @@
+/**
+ * Serving events as structured JSON logs (Powertools Logger) and CloudWatch metrics in the embedded
+ * metric format (Powertools Metrics). Metrics are flushed per invocation by the Lambda door's middleware;
+ * outside Lambda they are left unset and only logs are written.
+ */
+import type { Logger } from '@aws-lambda-powertools/logger';
+import { type Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import type { ServingEvent, Telemetry } from '../core/ports';
+
+export class PowertoolsTelemetry implements Telemetry {
+  constructor(
+    private readonly logger: Logger,
+    private readonly metrics: Metrics | undefined,
+  ) {}
+
+  emit(event: ServingEvent): void {
+    const m = this.metrics;
+    switch (event.type) {
+      case 'model-loaded':
+        this.logger.info('model loaded', { ...event });
+        m?.addMetric('ModelDownloadTime', MetricUnit.Milliseconds, event.downloadMs);
+        m?.addMetric('SessionCreationTime', MetricUnit.Milliseconds, event.createMs);
+        m?.addMetric('WarmupTime', MetricUnit.Milliseconds, event.warmupMs);
+        m?.addMetric('ModelBytesLoaded', MetricUnit.Bytes, event.bytes);
+        return;
+      case 'model-load-failed':
+        this.logger.error('model load failed', {
+          model: event.model,
+          version: event.version,
+          error: event.error,
+        });
+        m?.addMetric('ModelLoadFailures', MetricUnit.Count, 1);
+        return;
+      case 'model-evicted':
+        this.logger.info('model evicted', { ...event });
+        m?.addMetric('ModelEvictions', MetricUnit.Count, 1);
+        return;
+      case 'cache':
+        m?.addMetric(event.hit ? 'CacheHits' : 'CacheMisses', MetricUnit.Count, 1);
+        return;
+      case 'disk-cache-write-failed':
+        this.logger.warn('disk cache write failed', { sha256: event.sha256, error: event.error });
+        return;
+      case 'inference':
+        this.logger.debug('inference', { ...event });
+        m?.addMetric('InferenceTime', MetricUnit.Milliseconds, event.ms);
+        return;
+    }
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * The HTTP surface shared by every door: Open Inference Protocol (KServe v2) REST routes plus the plain
+ * `/predict`, over a protocol-neutral request and response. The Lambda door and the node:http server
+ * only translate their event shapes to {@link HttpRequest} and back.
+ */
+import {
+  InvalidInputError,
+  MethodNotAllowedError,
+  ModelNotFoundError,
+  PayloadTooLargeError,
+  RouteNotFoundError,
+  ServingError,
+} from './errors';
+import type { InferenceService } from './inference-service';
+import { decodeInferRequest, encodeInferResponse } from './protocol/oip-codec';
+import { decodePredictRequest, encodePredictResponse } from './protocol/predict';
+
+export interface HttpRequest {
+  readonly method: string;
+  /** The path without query string or API Gateway stage, e.g. `/v2/models/linear/infer`. */
+  readonly path: string;
+  /** Lower-case header names. */
+  readonly headers: Readonly<Record<string, string | undefined>>;
+  readonly body: Uint8Array;
+}
+
+export interface HttpResponse {
+  readonly status: number;
+  readonly headers: Record<string, string>;
+  readonly body: Uint8Array | string;
+}
+
+export interface ServerInfo {
+  readonly name: string;
+  readonly version: string;
+}
+
+export interface HttpAppOptions {
+  readonly service: InferenceService;
+  readonly server: ServerInfo;
+  readonly maxBodyBytes: number;
+  /** A function pinned to one model serves only it, and `/predict` means that model. */
+  readonly pinnedModel?: string | undefined;
+  /** Server readiness (`/v2/health/ready`): e.g. preloaded models are warm. */
+  readonly isReady?: () => boolean;
+  /** Called with every error that becomes a 500, to be logged whole. */
+  readonly onUnexpectedError?: (error: unknown, request: HttpRequest) => void;
+}
+
+export type HttpApp = (request: HttpRequest) => Promise<HttpResponse>;
+
+const JSON_HEADERS = { 'content-type': 'application/json' } as const;
+export const EXTENSIONS = ['binary_tensor_data', 'predict'] as const;
+
+type Handler = (request: HttpRequest, params: RouteParams) => Promise<HttpResponse>;
+interface RouteParams {
+  readonly model?: string;
+  readonly version?: string;
+}
+interface Route {
+  readonly method: 'GET' | 'POST';
+  readonly pattern: RegExp;
+  readonly handler: Handler;
+}
+
+const MODEL = '(?<model>[^/]+)(?:/versions/(?<version>[^/]+))?';
+
+export function createHttpApp(options: HttpAppOptions): HttpApp {
+  const { service, server, pinnedModel } = options;
+
+  const modelOf = (params: RouteParams): string => {
+    const model = params.model ?? pinnedModel;
+    if (model === undefined) throw new RouteNotFoundError('/predict needs a function pinned to one model');
+    if (pinnedModel !== undefined && model !== pinnedModel) {
+      throw new ModelNotFoundError(
+        `model '${model}' is not served by this function (it serves '${pinnedModel}')`,
+      );
+    }
+    return model;
+  };
+
+  const routes: Route[] = [
+    { method: 'GET', pattern: /^\/v2\/health\/live$/, handler: async () => json(200, { live: true }) },
+    {
+      method: 'GET',
+      pattern: /^\/v2\/health\/ready$/,
+      handler: async () => {
+        const ready = options.isReady?.() ?? true;
+        return json(ready ? 200 : 503, { ready });
+      },
+    },
+    {
+      method: 'GET',
+      pattern: /^\/v2\/?$/,
+      handler: async () => json(200, { name: server.name, version: server.version, extensions: EXTENSIONS }),
+    },
+    {
+      method: 'GET',
+      pattern: new RegExp(`^/v2/models/${MODEL}/ready$`),
+      handler: async (_req, p) => {
+        const ready = await service.ready(modelOf(p), p.version);
+        return json(ready ? 200 : 503, { name: modelOf(p), ready });
+      },
+    },
+    {
+      method: 'GET',
+      pattern: new RegExp(`^/v2/models/${MODEL}$`),
+      handler: async (_req, p) => json(200, await service.metadata(modelOf(p), p.version)),
+    },
+    {
+      method: 'POST',
+      pattern: new RegExp(`^/v2/models/${MODEL}/infer$`),
+      handler: async (req, p) => {
+        const decoded = decodeInferRequest(
+          req.body,
+          req.headers['inference-header-content-length'],
+          service.limits,
+        );
+        const response = await service.infer(modelOf(p), p.version, decoded);
+        const encoded = encodeInferResponse(response, decoded);
+        return { status: 200, headers: encoded.headers, body: encoded.body };
+      },
+    },
+    {
+      method: 'POST',
+      pattern: new RegExp(`^(?:/v2/models/${MODEL})?/predict$`),
+      handler: async (req, p) => {
+        const result = await service.inferWith(modelOf(p), p.version, (signature) =>
+          decodePredictRequest(req.body, signature, service.limits),
+        );
+        return { status: 200, headers: { ...JSON_HEADERS }, body: encodePredictResponse(result.outputs) };
+      },
+    },
+  ];
+
+  return async (request) => {
+    try {
+      if (request.body.byteLength > options.maxBodyBytes) {
+        throw new PayloadTooLargeError(
+          `request body of ${request.body.byteLength} bytes is over the limit of ${options.maxBodyBytes}`,
+        );
+      }
+      const { route, params } = match(routes, request);
+      return await route.handler(request, params);
+    } catch (error) {
+      return errorResponse(error, request, options.onUnexpectedError);
+    }
+  };
+}
+
+function match(routes: readonly Route[], request: HttpRequest): { route: Route; params: RouteParams } {
+  const method = request.method.toUpperCase();
+  let pathMatched = false;
+  for (const route of routes) {
+    const found = route.pattern.exec(request.path);
+    if (found === null) continue;
+    pathMatched = true;
+    if (route.method !== method && !(method === 'HEAD' && route.method === 'GET')) continue;
+    const groups = found.groups ?? {};
+    const params: { model?: string; version?: string } = {};
+    if (groups.model !== undefined) params.model = decodeSegment(groups.model);
+    if (groups.version !== undefined) params.version = decodeSegment(groups.version);
+    return { route, params };
+  }
+  if (pathMatched) throw new MethodNotAllowedError(`${method} is not allowed on ${request.path}`);
+  throw new RouteNotFoundError(`no route for ${method} ${truncate(request.path)}`);
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new InvalidInputError(`path segment '${truncate(segment)}' is not valid percent-encoding`);
+  }
+}
+
+/** The one place errors become responses: exposed errors keep their message, others become a bare 500. */
+export function errorResponse(
+  error: unknown,
+  request: HttpRequest,
+  onUnexpected: ((error: unknown, request: HttpRequest) => void) | undefined,
+): HttpResponse {
+  if (error instanceof ServingError && error.expose) {
+    return {
+      ...json(error.status, { error: error.message }),
+      headers: { ...JSON_HEADERS, ...error.headers },
+    };
+  }
+  onUnexpected?.(error, request);
+  const status = error instanceof ServingError ? error.status : 500;
+  return json(status, { error: 'internal server error' });
+}
+
+export function json(status: number, body: unknown): HttpResponse {
+  return { status, headers: { ...JSON_HEADERS }, body: JSON.stringify(body) };
+}
+
+function truncate(text: string): string {
+  return text.length > 100 ? `${text.slice(0, 97)}...` : text;
+}

@@ -1,0 +1,184 @@
+/**
+ * The in-memory tier of the warm cache: live sessions keyed by model, version and content hash, bounded
+ * by an estimate of their bytes, least-recently-used evicted.
+ *
+ * Two rules shape it. Loads are single-flight: the cache stores the *promise* of a load, so concurrent
+ * first requests share one download and one session creation, and a rejected load is dropped so the next
+ * request tries again. A session is never released while a run holds it: callers take a lease, and an
+ * entry over budget is evicted only once its last lease is returned.
+ */
+import type { LoadedModel, Telemetry } from './ports';
+import { NO_TELEMETRY } from './ports';
+
+export interface CacheKey {
+  readonly model: string;
+  readonly version: string;
+  readonly sha256: string;
+}
+
+/** A session held for the duration of one use; `release` must be called exactly once. */
+export interface Lease {
+  readonly model: LoadedModel;
+  release(): void;
+}
+
+interface Entry {
+  readonly key: CacheKey;
+  readonly id: string;
+  readonly bytes: number;
+  readonly promise: Promise<LoadedModel>;
+  model: LoadedModel | undefined;
+  leases: number;
+}
+
+export interface ModelCacheOptions {
+  /** Budget for the estimated bytes of loaded sessions. A single model over budget still loads, alone. */
+  readonly maxBytes: number;
+  readonly telemetry?: Telemetry;
+}
+
+export class ModelCache {
+  readonly #maxBytes: number;
+  readonly #telemetry: Telemetry;
+  /** Map order is recency order: a use moves the entry to the end. */
+  readonly #entries = new Map<string, Entry>();
+  #loadedBytes = 0;
+
+  constructor(options: ModelCacheOptions) {
+    this.#maxBytes = options.maxBytes;
+    this.#telemetry = options.telemetry ?? NO_TELEMETRY;
+  }
+
+  /**
+   * A lease on the session for `key`, loading it with `load` unless it is loaded or loading already.
+   * `bytes` is the estimated resident size of the session, used for the budget.
+   */
+  async acquire(key: CacheKey, bytes: number, load: () => Promise<LoadedModel>): Promise<Lease> {
+    const id = `${key.model}@${key.version}#${key.sha256}`;
+    let entry = this.#entries.get(id);
+    if (entry !== undefined) {
+      this.#entries.delete(id);
+      this.#entries.set(id, entry);
+    } else {
+      entry = this.#startLoad(key, id, bytes, load);
+    }
+    this.#telemetry.emit({
+      type: 'cache',
+      model: key.model,
+      version: key.version,
+      hit: entry.model !== undefined,
+    });
+    entry.leases += 1;
+    let model: LoadedModel;
+    try {
+      model = await entry.promise;
+    } catch (error) {
+      entry.leases -= 1;
+      throw error;
+    }
+    return this.#lease(entry, model);
+  }
+
+  /** Whether a session for the key is loaded (not merely loading). */
+  isLoaded(key: CacheKey): boolean {
+    for (const entry of this.#entries.values()) {
+      if (sameKey(entry.key, key) && entry.model !== undefined) return true;
+    }
+    return false;
+  }
+
+  /** Estimated bytes of the loaded sessions. */
+  get loadedBytes(): number {
+    return this.#loadedBytes;
+  }
+
+  /** Keys of the loaded sessions, least recently used first. */
+  loadedKeys(): CacheKey[] {
+    return [...this.#entries.values()].filter((e) => e.model !== undefined).map((e) => e.key);
+  }
+
+  /** Releases every idle session (graceful shutdown). Sessions still leased are released on return. */
+  async clear(): Promise<void> {
+    const releases: Promise<void>[] = [];
+    for (const entry of [...this.#entries.values()]) {
+      if (entry.model !== undefined && entry.leases === 0) releases.push(this.#evict(entry));
+    }
+    await Promise.all(releases);
+  }
+
+  #startLoad(key: CacheKey, id: string, bytes: number, load: () => Promise<LoadedModel>): Entry {
+    const entry: Entry = {
+      key,
+      id,
+      bytes,
+      model: undefined,
+      leases: 0,
+      promise: load().then(
+        (model) => {
+          entry.model = model;
+          this.#loadedBytes += bytes;
+          this.#enforceBudget(entry);
+          return model;
+        },
+        (error: unknown) => {
+          // Failures are never cached: the next request starts a fresh load.
+          if (this.#entries.get(id) === entry) this.#entries.delete(id);
+          throw error;
+        },
+      ),
+    };
+    this.#entries.set(id, entry);
+    return entry;
+  }
+
+  #lease(entry: Entry, model: LoadedModel): Lease {
+    let returned = false;
+    return {
+      model,
+      release: () => {
+        if (returned) return;
+        returned = true;
+        entry.leases -= 1;
+        if (entry.leases === 0) this.#enforceBudget(undefined);
+      },
+    };
+  }
+
+  /**
+   * Evicts idle sessions, least recently used first, until the budget holds. The most recently used
+   * session always stays, so one model larger than the budget is kept rather than reloaded per request.
+   */
+  #enforceBudget(keep: Entry | undefined): void {
+    if (this.#loadedBytes <= this.#maxBytes) return;
+    const entries = [...this.#entries.values()];
+    const newest = entries.findLast((e) => e.model !== undefined);
+    for (const entry of entries) {
+      if (this.#loadedBytes <= this.#maxBytes) return;
+      if (entry === keep || entry === newest || entry.model === undefined || entry.leases > 0) continue;
+      void this.#evict(entry);
+    }
+  }
+
+  async #evict(entry: Entry): Promise<void> {
+    const model = entry.model;
+    if (model === undefined || this.#entries.get(entry.id) !== entry) return;
+    this.#entries.delete(entry.id);
+    this.#loadedBytes -= entry.bytes;
+    entry.model = undefined;
+    this.#telemetry.emit({
+      type: 'model-evicted',
+      model: entry.key.model,
+      version: entry.key.version,
+      bytes: entry.bytes,
+    });
+    try {
+      await model.release();
+    } catch {
+      // A session that fails to release is gone from the cache either way; nothing else can be done.
+    }
+  }
+}
+
+function sameKey(a: CacheKey, b: CacheKey): boolean {
+  return a.model === b.model && a.version === b.version && a.sha256 === b.sha256;
+}

@@ -1,0 +1,109 @@
+/**
+ * Resolves a model name and an optional version to one immutable artifact, reading `config.json` through
+ * the store. A config is re-read at most every `configTtlMs`, with a conditional request (ETag), so a new
+ * default version reaches warm instances cheaply; when that re-read fails, the last good config is kept
+ * (a flaky bucket must not take a warm instance down).
+ */
+import { ModelLoadError, ModelNotFoundError, ServingError } from './errors';
+import { type ModelConfig, parseModelConfig, resolveVersion } from './model-config';
+import { assertModelName, assertVersion } from './names';
+import type { ArtifactFormat, Clock, ModelStore } from './ports';
+
+export interface ResolvedModel {
+  readonly config: ModelConfig;
+  readonly version: string;
+  readonly format: ArtifactFormat;
+  readonly sha256: string;
+  readonly size: number;
+}
+
+interface CachedConfig {
+  readonly config: ModelConfig;
+  readonly etag: string;
+  checkedAt: number;
+}
+
+export interface ModelRegistryOptions {
+  readonly store: ModelStore;
+  readonly configTtlMs: number;
+  readonly clock?: Clock;
+}
+
+export class ModelRegistry {
+  readonly #store: ModelStore;
+  readonly #ttlMs: number;
+  readonly #clock: Clock;
+  readonly #configs = new Map<string, CachedConfig>();
+  /** Single flight for config reads: concurrent requests share one GET. */
+  readonly #reads = new Map<string, Promise<ModelConfig>>();
+
+  constructor(options: ModelRegistryOptions) {
+    this.#store = options.store;
+    this.#ttlMs = options.configTtlMs;
+    this.#clock = options.clock ?? Date.now;
+  }
+
+  get location(): string {
+    return this.#store.location;
+  }
+
+  /** The version a request for `model` (and `version`, if given) is served from. */
+  async resolve(model: string, version?: string): Promise<ResolvedModel> {
+    assertModelName(model);
+    if (version !== undefined) assertVersion(model, version);
+    const config = await this.getConfig(model);
+    const chosen = resolveVersion(config, version);
+    const info = chosen === undefined ? undefined : config.versions[chosen];
+    if (chosen === undefined || info === undefined) {
+      throw new ModelNotFoundError(`model '${model}' has no version '${version ?? ''}'`);
+    }
+    if (config.session.preferOrtFormat && info.ort !== undefined) {
+      return { config, version: chosen, format: 'ort', sha256: info.ort.sha256, size: info.ort.size };
+    }
+    return { config, version: chosen, format: 'onnx', sha256: info.sha256, size: info.size };
+  }
+
+  /** The parsed config.json of `model`, fresh within the TTL. */
+  async getConfig(model: string): Promise<ModelConfig> {
+    assertModelName(model);
+    const cached = this.#configs.get(model);
+    if (cached !== undefined && this.#clock() - cached.checkedAt < this.#ttlMs) return cached.config;
+    let read = this.#reads.get(model);
+    if (read === undefined) {
+      read = this.#read(model, cached).finally(() => this.#reads.delete(model));
+      this.#reads.set(model, read);
+    }
+    return read;
+  }
+
+  /** Names of the models in the repository. */
+  async listModels(): Promise<string[]> {
+    return (await this.#store.listModels()).sort();
+  }
+
+  async #read(model: string, cached: CachedConfig | undefined): Promise<ModelConfig> {
+    let document: Awaited<ReturnType<ModelStore['readConfig']>>;
+    try {
+      document = await this.#store.readConfig(model, cached?.etag);
+    } catch (error) {
+      if (cached !== undefined) {
+        // Keep serving what we have; try again after another TTL.
+        cached.checkedAt = this.#clock();
+        return cached.config;
+      }
+      if (error instanceof ServingError) throw error;
+      throw new ModelLoadError(`model '${model}': config.json could not be read`, { cause: error });
+    }
+    if (document === 'not-modified' && cached !== undefined) {
+      cached.checkedAt = this.#clock();
+      return cached.config;
+    }
+    if (document === undefined || document === 'not-modified') {
+      this.#configs.delete(model);
+      throw new ModelNotFoundError(`model '${model}' not found`);
+    }
+    const config = parseModelConfig(model, document.text);
+    this.#configs.set(model, { config, etag: document.etag, checkedAt: this.#clock() });
+    return config;
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * Composition root: reads the configuration once and builds the singletons of an instance (store, engine,
+ * caches, service, HTTP app, logger, metrics). The only module that reads `process.env`.
+ */
+import { availableParallelism, tmpdir, totalmem } from 'node:os';
+import { resolve } from 'node:path';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { DiskArtifactCache } from '../adapters/disk-artifact-cache';
+import { FileModelStore } from '../adapters/file-model-store';
+import { OrtEngine } from '../adapters/ort-engine';
+import { PowertoolsTelemetry } from '../adapters/powertools-telemetry';
+import { createS3Client } from '../adapters/s3-client';
+import { S3ModelStore } from '../adapters/s3-model-store';
+import { type InstanceFacts, parseConfig, type ServingConfig } from '../core/config';
+import { createHttpApp, type HttpApp } from '../core/http-app';
+import { InferenceService, type Runner } from '../core/inference-service';
+import { ModelCache } from '../core/model-cache';
+import { ModelLoader } from '../core/model-loader';
+import { ModelRegistry } from '../core/model-registry';
+import type { InferenceEngine, ModelStore, Telemetry } from '../core/ports';
+import { SERVER_INFO } from './server-info';
+
+export interface Runtime {
+  readonly config: ServingConfig;
+  readonly store: ModelStore;
+  readonly registry: ModelRegistry;
+  readonly cache: ModelCache;
+  readonly loader: ModelLoader;
+  readonly service: InferenceService;
+  readonly app: HttpApp;
+  readonly logger: Logger;
+  readonly metrics: Metrics | undefined;
+}
+
+/** Replaceable parts, for tests and for doors that add their own (e.g. a batching runner). */
+export interface RuntimeParts {
+  readonly store?: ModelStore;
+  readonly engine?: InferenceEngine;
+  readonly telemetry?: Telemetry;
+  readonly runner?: Runner;
+  readonly isReady?: () => boolean;
+  /** Create CloudWatch EMF metrics (Lambda). */
+  readonly withMetrics?: boolean;
+}
+
+export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): Runtime {
+  const logger = new Logger({ serviceName: SERVER_INFO.name, logLevel: config.logLevel as 'INFO' });
+  const metrics = parts.withMetrics
+    ? new Metrics({ namespace: 'OnnxServerless', serviceName: SERVER_INFO.name })
+    : undefined;
+  const telemetry = parts.telemetry ?? new PowertoolsTelemetry(logger, metrics);
+  const store = parts.store ?? createStore(config);
+  const registry = new ModelRegistry({ store, configTtlMs: config.configTtlMs });
+  const cache = new ModelCache({ maxBytes: config.cacheMemoryBytes, telemetry });
+  const diskCache =
+    config.diskCache.maxBytes > 0
+      ? new DiskArtifactCache({ dir: config.diskCache.dir, maxBytes: config.diskCache.maxBytes })
+      : undefined;
+  const engine = parts.engine ?? new OrtEngine({ defaultIntraOpThreads: config.intraOpThreads });
+  const loader = new ModelLoader({ store, engine, diskCache, telemetry });
+  const service = new InferenceService({
+    registry,
+    cache,
+    loader,
+    limits: { maxTensorElements: config.limits.maxTensorElements },
+    telemetry,
+    ...(parts.runner === undefined ? {} : { runner: parts.runner }),
+  });
+  const app = createHttpApp({
+    service,
+    server: SERVER_INFO,
+    maxBodyBytes: config.limits.maxBodyBytes,
+    pinnedModel: config.pinnedModel,
+    ...(parts.isReady === undefined ? {} : { isReady: parts.isReady }),
+    onUnexpectedError: (error, request) =>
+      logger.error('request failed', { error: error as Error, path: request.path }),
+  });
+  return { config, store, registry, cache, loader, service, app, logger, metrics };
+}
+
+export function createStore(config: ServingConfig): ModelStore {
+  const repo = config.repository;
+  if (repo.kind === 'file') return new FileModelStore(resolve(repo.root));
+  const client = createS3Client({
+    region: repo.region,
+    ...(repo.endpoint === undefined ? {} : { endpoint: repo.endpoint, forcePathStyle: true }),
+  });
+  return new S3ModelStore({
+    client,
+    bucket: repo.bucket,
+    prefix: repo.prefix,
+    partSize: repo.partSizeBytes,
+    concurrency: repo.concurrency,
+  });
+}
+
+/** Memory, cores and temp dir of this instance; cgroup-aware where Node can tell. */
+export function instanceFacts(): InstanceFacts {
+  const constrained = process.constrainedMemory?.() ?? 0;
+  const total = totalmem();
+  return {
+    memoryBytes: constrained > 0 && constrained < total ? constrained : total,
+    availableParallelism: availableParallelism(),
+    tmpDir: tmpdir(),
+  };
+}
+
+/** Parses `process.env` (throws a ConfigError listing every bad key). */
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServingConfig {
+  return parseConfig(env, instanceFacts());
+}

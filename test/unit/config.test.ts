@@ -1,0 +1,74 @@
+import { type InstanceFacts, parseConfig } from '../../shared/core/config';
+import { ConfigError } from '../../shared/core/errors';
+
+const FACTS: InstanceFacts = { memoryBytes: 4096 * 1024 * 1024, availableParallelism: 2, tmpDir: '/tmp' };
+const MB = 1024 * 1024;
+
+describe('parseConfig', () => {
+  it('defaults to the local model folder with limits sized from the instance', () => {
+    const config = parseConfig({}, FACTS);
+    expect(config.repository).toEqual({ kind: 'file', root: './models' });
+    expect(config.intraOpThreads).toBe(2);
+    expect(config.cacheMemoryBytes).toBe(Math.floor(4096 * 0.6) * MB);
+    expect(config.diskCache).toEqual({ dir: '/tmp/onnx-serve-models', maxBytes: 400 * MB });
+    expect(config.server).toEqual({ host: '127.0.0.1', port: 8080, shutdownGraceMs: 10_000 });
+    expect(Object.isFrozen(config.limits)).toBe(true);
+  });
+
+  it("derives the session budget from the Lambda function's memory", () => {
+    const config = parseConfig({ AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '1024' }, FACTS);
+    expect(config.cacheMemoryBytes).toBe(Math.floor(1024 * 0.6) * MB);
+  });
+
+  it('reads an S3 repository with a custom endpoint', () => {
+    const config = parseConfig(
+      {
+        ONNX_SERVE_MODEL_REPOSITORY: 's3://my-models/prod/repo/',
+        ONNX_SERVE_S3_ENDPOINT: 'http://127.0.0.1:9000',
+        ONNX_SERVE_S3_PART_SIZE_MB: '16',
+        AWS_REGION: 'eu-west-1',
+      },
+      FACTS,
+    );
+    expect(config.repository).toEqual({
+      kind: 's3',
+      bucket: 'my-models',
+      prefix: 'prod/repo',
+      endpoint: 'http://127.0.0.1:9000',
+      region: 'eu-west-1',
+      partSizeBytes: 16 * MB,
+      concurrency: 8,
+    });
+  });
+
+  it('honours PORT (Cloud Run) unless ONNX_SERVE_PORT is set', () => {
+    expect(parseConfig({ PORT: '9000' }, FACTS).server.port).toBe(9000);
+    expect(parseConfig({ PORT: '9000', ONNX_SERVE_PORT: '7000' }, FACTS).server.port).toBe(7000);
+  });
+
+  it('reports every bad key at once', () => {
+    const attempt = () =>
+      parseConfig(
+        {
+          ONNX_SERVE_CACHE_MEMORY_MB: 'lots',
+          ONNX_SERVE_MODEL: '../etc',
+          ONNX_SERVE_MODEL_REPOSITORY: 's3://B!/x',
+          ONNX_SERVE_LOG_LEVEL: 'chatty',
+          ONNX_SERVE_PRELOAD: 'ok,bad/name',
+        },
+        FACTS,
+      );
+    expect(attempt).toThrow(ConfigError);
+    try {
+      attempt();
+    } catch (error) {
+      const problems = (error as ConfigError).problems.join('\n');
+      expect(problems).toMatch(/ONNX_SERVE_CACHE_MEMORY_MB: 'lots' must be an integer/);
+      expect(problems).toMatch(/ONNX_SERVE_MODEL: '..\/etc' is not a valid model name/);
+      expect(problems).toMatch(/'B!' is not a valid bucket name/);
+      expect(problems).toMatch(/ONNX_SERVE_LOG_LEVEL/);
+      expect(problems).toMatch(/ONNX_SERVE_PRELOAD: 'bad\/name'/);
+      expect((error as ConfigError).problems).toHaveLength(5);
+    }
+  });
+});

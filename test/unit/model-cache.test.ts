@@ -1,0 +1,112 @@
+import { ModelLoadError } from '../../shared/core/errors';
+import { ModelCache } from '../../shared/core/model-cache';
+import type { LoadedModel } from '../../shared/core/ports';
+import { DOUBLER_SIGNATURE, deferred, FakeModel, RecordingTelemetry } from '../support/fakes';
+
+const key = (model: string, version = '1') => ({ model, version, sha256: `sha-${model}-${version}` });
+
+function loaderOf(created: FakeModel[], gate?: Promise<void>) {
+  return async (): Promise<LoadedModel> => {
+    await gate;
+    const model = new FakeModel(DOUBLER_SIGNATURE, new Uint8Array(1));
+    created.push(model);
+    return model;
+  };
+}
+
+describe('ModelCache', () => {
+  describe('acquire', () => {
+    it('shares one load between 20 concurrent callers', async () => {
+      const cache = new ModelCache({ maxBytes: 1000 });
+      const created: FakeModel[] = [];
+      const gate = deferred();
+      let loads = 0;
+      const load = loaderOf(created, gate.promise);
+      const leases = Array.from({ length: 20 }, () =>
+        cache.acquire(key('a'), 10, () => {
+          loads += 1;
+          return load();
+        }),
+      );
+      gate.resolve();
+      const got = await Promise.all(leases);
+      expect(loads).toBe(1);
+      expect(new Set(got.map((l) => l.model)).size).toBe(1);
+      for (const lease of got) lease.release();
+    });
+
+    it('does not cache a failed load: the next caller loads again', async () => {
+      const cache = new ModelCache({ maxBytes: 1000 });
+      let calls = 0;
+      const failing = async (): Promise<LoadedModel> => {
+        calls += 1;
+        throw new ModelLoadError('boom');
+      };
+      await expect(cache.acquire(key('a'), 10, failing)).rejects.toThrow('boom');
+      await expect(cache.acquire(key('a'), 10, failing)).rejects.toThrow('boom');
+      expect(calls).toBe(2);
+      const lease = await cache.acquire(key('a'), 10, loaderOf([]));
+      expect(cache.isLoaded(key('a'))).toBe(true);
+      lease.release();
+    });
+
+    it('reports hits and misses', async () => {
+      const telemetry = new RecordingTelemetry();
+      const cache = new ModelCache({ maxBytes: 1000, telemetry });
+      (await cache.acquire(key('a'), 10, loaderOf([]))).release();
+      (await cache.acquire(key('a'), 10, loaderOf([]))).release();
+      expect(telemetry.ofType('cache').map((e) => e.hit)).toEqual([false, true]);
+    });
+  });
+
+  describe('eviction', () => {
+    it('evicts and releases the least recently used session over the byte budget', async () => {
+      const cache = new ModelCache({ maxBytes: 25 });
+      const created: FakeModel[] = [];
+      (await cache.acquire(key('a'), 10, loaderOf(created))).release();
+      (await cache.acquire(key('b'), 10, loaderOf(created))).release();
+      (await cache.acquire(key('a'), 10, loaderOf(created))).release(); // a is now the most recent
+      (await cache.acquire(key('c'), 10, loaderOf(created))).release();
+      expect(cache.loadedKeys().map((k) => k.model)).toEqual(['a', 'c']);
+      expect(created.map((m) => m.released)).toEqual([false, true, false]);
+      expect(cache.loadedBytes).toBe(20);
+    });
+
+    it('never releases a session while a lease holds it, and evicts it once returned', async () => {
+      const cache = new ModelCache({ maxBytes: 15 });
+      const created: FakeModel[] = [];
+      const held = await cache.acquire(key('a'), 10, loaderOf(created));
+      (await cache.acquire(key('b'), 10, loaderOf(created))).release();
+      // Over budget, but 'a' is leased and 'b' is the most recent: both stay for now.
+      expect(created.map((m) => m.released)).toEqual([false, false]);
+      const again = await cache.acquire(key('c'), 10, loaderOf(created));
+      // 'b' is idle and older than 'c': it goes; 'a' is still leased.
+      expect(created.map((m) => m.released)).toEqual([false, true, false]);
+      held.release();
+      await Promise.resolve();
+      expect(created[0]?.released).toBe(true);
+      expect(cache.loadedKeys().map((k) => k.model)).toEqual(['c']);
+      again.release();
+    });
+
+    it('keeps one model larger than the whole budget instead of reloading it per request', async () => {
+      const cache = new ModelCache({ maxBytes: 5 });
+      const created: FakeModel[] = [];
+      (await cache.acquire(key('big'), 50, loaderOf(created))).release();
+      (await cache.acquire(key('big'), 50, loaderOf(created))).release();
+      expect(created).toHaveLength(1);
+      expect(created[0]?.released).toBe(false);
+      (await cache.acquire(key('other'), 1, loaderOf(created))).release();
+      expect(created.map((m) => m.released)).toEqual([true, false]);
+    });
+
+    it('releases idle sessions on clear', async () => {
+      const cache = new ModelCache({ maxBytes: 100 });
+      const created: FakeModel[] = [];
+      (await cache.acquire(key('a'), 10, loaderOf(created))).release();
+      await cache.clear();
+      expect(created[0]?.released).toBe(true);
+      expect(cache.loadedBytes).toBe(0);
+    });
+  });
+});

@@ -1,0 +1,90 @@
+import { IntegrityError, ModelLoadError } from '../../shared/core/errors';
+import { ModelLoader } from '../../shared/core/model-loader';
+import { ModelRegistry } from '../../shared/core/model-registry';
+import { FakeEngine, FakeStore, MemoryArtifactCache, RecordingTelemetry, sha256 } from '../support/fakes';
+
+function setup() {
+  const store = new FakeStore();
+  const engine = new FakeEngine();
+  const disk = new MemoryArtifactCache();
+  const telemetry = new RecordingTelemetry();
+  const registry = new ModelRegistry({ store, configTtlMs: 0 });
+  const loader = new ModelLoader({ store, engine, diskCache: disk, telemetry });
+  return { store, engine, disk, telemetry, registry, loader };
+}
+
+describe('ModelLoader', () => {
+  it('downloads, verifies, creates the session from the bytes and warms it up', async () => {
+    const { store, engine, disk, telemetry, registry, loader } = setup();
+    const bytes = Buffer.from('model-bytes');
+    store.addVersion('m', '1', bytes);
+    const model = await loader.load(await registry.resolve('m'));
+    await loader.flush();
+    expect(engine.loaded[0]?.bytes).toBe(bytes);
+    expect(engine.loaded[0]?.runs).toBe(1); // the warm-up run
+    expect(model.provider).toBe('cpu');
+    expect(disk.files.get(sha256(bytes))).toBe(bytes);
+    expect(telemetry.ofType('model-loaded')[0]).toMatchObject({ model: 'm', version: '1', source: 'store' });
+  });
+
+  it('takes the bytes from the disk tier without touching the store', async () => {
+    const { store, disk, telemetry, registry, loader } = setup();
+    const bytes = Buffer.from('model-bytes');
+    store.addVersion('m', '1', bytes);
+    disk.files.set(sha256(bytes), bytes);
+    await loader.load(await registry.resolve('m'));
+    expect(store.count('artifact:')).toBe(0);
+    expect(telemetry.ofType('model-loaded')[0]?.source).toBe('disk');
+  });
+
+  it('refuses bytes whose sha256 does not match and caches nothing of them', async () => {
+    const { store, engine, disk, telemetry, registry, loader } = setup();
+    store.addVersion('m', '1', Buffer.from('the real bytes'));
+    store.artifacts.set('m/1/onnx', Buffer.from('corrupt bytes!'));
+    const error = await loader.load(await registry.resolve('m')).catch((e: unknown) => e);
+    await loader.flush();
+    expect(error).toBeInstanceOf(IntegrityError);
+    expect((error as Error).message).toMatch(/model 'm' version 1: onnx file failed its integrity check/);
+    expect(engine.loaded).toHaveLength(0);
+    expect(disk.files.size).toBe(0);
+    expect(telemetry.ofType('model-load-failed')).toHaveLength(1);
+  });
+
+  it('skips the warm-up run when the model turns it off', async () => {
+    const { store, engine, registry, loader } = setup();
+    store.addVersion('m', '1', Buffer.from('b'), { session: { warmup: false } });
+    await loader.load(await registry.resolve('m'));
+    expect(engine.loaded[0]?.runs).toBe(0);
+  });
+
+  it('wraps engine failures in a ModelLoadError naming the model', async () => {
+    const { store, engine, registry, loader } = setup();
+    store.addVersion('m', '1', Buffer.from('b'));
+    engine.failNext = new Error('protobuf parsing failed');
+    const error = await loader.load(await registry.resolve('m')).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ModelLoadError);
+    expect((error as Error).message).toBe("model 'm' version 1 could not be loaded");
+    expect((error as Error).cause).toBeInstanceOf(Error);
+  });
+
+  it('passes the zero-copy options for an ORT file and turns prepacking off with them', async () => {
+    const { store, engine, registry, loader } = setup();
+    const onnx = Buffer.from('onnx');
+    const ort = Buffer.from('ort!');
+    store.configs.set(
+      'm',
+      JSON.stringify({
+        versions: { '1': { sha256: sha256(onnx), size: 4, ort: { sha256: sha256(ort), size: 4 } } },
+        session: { intraOpThreads: 3, graphOptimizationLevel: 'basic' },
+      }),
+    );
+    store.artifacts.set('m/1/ort', ort);
+    await loader.load(await registry.resolve('m'));
+    expect(engine.options[0]).toMatchObject({
+      useModelBytesDirectly: true,
+      disablePrepacking: true,
+      intraOpThreads: 3,
+      graphOptimizationLevel: 'basic',
+    });
+  });
+});

@@ -1,0 +1,119 @@
+import { ModelConfigError, ModelLoadError, ModelNotFoundError } from '../../shared/core/errors';
+import { ModelRegistry } from '../../shared/core/model-registry';
+import { FakeStore, sha256 } from '../support/fakes';
+
+function setup(ttlMs = 30_000) {
+  const store = new FakeStore();
+  let now = 0;
+  const registry = new ModelRegistry({ store, configTtlMs: ttlMs, clock: () => now });
+  return { store, registry, advance: (ms: number) => (now += ms) };
+}
+
+describe('ModelRegistry', () => {
+  describe('resolve', () => {
+    it('takes the explicit version, else the default, else the highest (numerically)', async () => {
+      const { store, registry } = setup();
+      for (const v of ['2', '9', '10']) store.addVersion('m', v, Buffer.from(`v${v}`));
+      expect((await registry.resolve('m', '2')).version).toBe('2');
+      expect((await registry.resolve('m')).version).toBe('10');
+      store.addVersion('d', '1', Buffer.from('a'));
+      store.addVersion('d', '3', Buffer.from('b'), { defaultVersion: '1' });
+      expect((await registry.resolve('d')).version).toBe('1');
+    });
+
+    it('returns the recorded hash and size of the chosen file, preferring the ORT copy', async () => {
+      const { store, registry } = setup();
+      const onnx = Buffer.from('onnx bytes');
+      const ort = Buffer.from('ort bytes!!');
+      store.configs.set(
+        'm',
+        JSON.stringify({
+          versions: {
+            '1': { sha256: sha256(onnx), size: onnx.length, ort: { sha256: sha256(ort), size: ort.length } },
+          },
+        }),
+      );
+      const resolved = await registry.resolve('m');
+      expect(resolved).toMatchObject({ format: 'ort', sha256: sha256(ort), size: ort.length });
+      store.configs.set(
+        'p',
+        JSON.stringify({
+          versions: {
+            '1': { sha256: sha256(onnx), size: onnx.length, ort: { sha256: sha256(ort), size: ort.length } },
+          },
+          session: { preferOrtFormat: false },
+        }),
+      );
+      expect(await registry.resolve('p')).toMatchObject({ format: 'onnx', sha256: sha256(onnx) });
+    });
+
+    it.each([
+      ['an unknown model', 'nope', undefined, "model 'nope' not found"],
+      ['an unknown version', 'm', '7', "model 'm' has no version '7'"],
+      ['a path traversal name', '..', undefined, 'not a valid model name'],
+      ['a name with a slash', 'a/b', undefined, 'not a valid model name'],
+      ['a non-numeric version', 'm', 'latest', "has no version 'latest'"],
+      ['a traversal version', 'm', '../1', "has no version '../1'"],
+    ])('answers 404 for %s, naming it', async (_case, model, version, message) => {
+      const { store, registry } = setup();
+      store.addVersion('m', '1', Buffer.from('x'));
+      const attempt = registry.resolve(model, version);
+      await expect(attempt).rejects.toBeInstanceOf(ModelNotFoundError);
+      await expect(registry.resolve(model, version)).rejects.toThrow(message);
+    });
+
+    it('reports a malformed config.json with every problem', async () => {
+      const { store, registry } = setup();
+      store.configs.set(
+        'm',
+        JSON.stringify({ versions: { '1': { sha256: 'xyz', size: -1 } }, maxBatchSize: 'big' }),
+      );
+      const error = await registry.resolve('m').catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ModelConfigError);
+      expect((error as Error).message).toMatch(/sha256.*64 lowercase hex/);
+      expect((error as Error).message).toMatch(/size.*positive integer/);
+      expect((error as Error).message).toMatch(/maxBatchSize/);
+    });
+  });
+
+  describe('config revalidation', () => {
+    it('re-reads config.json only after the TTL, conditionally, and picks up a new default', async () => {
+      const { store, registry, advance } = setup(30_000);
+      store.addVersion('m', '1', Buffer.from('a'));
+      await registry.resolve('m');
+      await registry.resolve('m');
+      expect(store.count('config:m')).toBe(1);
+      advance(31_000);
+      await registry.resolve('m'); // not modified: conditional read, same config
+      expect(store.count('config:m')).toBe(2);
+      store.addVersion('m', '2', Buffer.from('b'));
+      expect((await registry.resolve('m')).version).toBe('1'); // still within the new TTL
+      advance(31_000);
+      expect((await registry.resolve('m')).version).toBe('2');
+    });
+
+    it('shares one config read between concurrent requests', async () => {
+      const { store, registry } = setup();
+      store.addVersion('m', '1', Buffer.from('a'));
+      await Promise.all(Array.from({ length: 10 }, () => registry.resolve('m')));
+      expect(store.count('config:m')).toBe(1);
+    });
+
+    it('keeps serving the last good config when a re-read fails', async () => {
+      const { store, registry, advance } = setup(1000);
+      store.addVersion('m', '1', Buffer.from('a'));
+      await registry.resolve('m');
+      advance(2000);
+      store.failNext = new Error('bucket unreachable');
+      expect((await registry.resolve('m')).version).toBe('1');
+    });
+
+    it('turns a store failure without a cached config into a 503 naming the model', async () => {
+      const { store, registry } = setup();
+      store.failNext = new Error('bucket unreachable');
+      const error = await registry.resolve('m').catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ModelLoadError);
+      expect((error as Error).message).toContain("model 'm'");
+    });
+  });
+});

@@ -1,0 +1,32 @@
+// Bundles every entry point with esbuild: CommonJS (Lambda finds the onnxruntime layer through NODE_PATH,
+// which ESM ignores), onnxruntime-node external (a native addon, shipped in a layer or node_modules),
+// source maps for readable stack traces. `node tools/build.mjs [name...]` builds a subset.
+import { build } from 'esbuild';
+
+export const ENTRIES = {
+  server: 'functions/server/main.ts',
+  infer: 'functions/infer/handler.ts',
+  'tools/sample-models': 'tools/sample-models.ts',
+};
+
+export const BUILD_OPTIONS = {
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  // Lambda and the containers run Node 22; Node 20 still runs the output for local use.
+  target: 'node20',
+  sourcemap: true,
+  external: ['onnxruntime-node'],
+  logLevel: 'warning',
+};
+
+const wanted = process.argv.slice(2);
+const names = wanted.length > 0 ? wanted : Object.keys(ENTRIES);
+for (const name of names) {
+  const entry = ENTRIES[name];
+  if (entry === undefined) {
+    console.error(`unknown entry '${name}'; known: ${Object.keys(ENTRIES).join(', ')}`);
+    process.exit(2);
+  }
+  await build({ ...BUILD_OPTIONS, entryPoints: [entry], outfile: `dist/${name}/index.js` });
+}
