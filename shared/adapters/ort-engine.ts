@@ -1,0 +1,252 @@
+/**
+ * The onnxruntime-node adapter of the {@link InferenceEngine} port: sessions from bytes, the model's
+ * signature from onnxruntime's metadata, and tensors converted both ways.
+ */
+import * as ort from 'onnxruntime-node';
+import { InvalidInputError, ModelLoadError } from '../core/errors';
+import type {
+  ArtifactFormat,
+  EngineSessionOptions,
+  GraphOptimizationLevel,
+  InferenceEngine,
+  LoadedModel,
+} from '../core/ports';
+import type { Datatype, ModelSignature, Tensor, TensorData, TensorSpec } from '../core/tensor';
+
+/** onnxruntime's element type of each OIP datatype. */
+export const ORT_TYPE_OF: Readonly<Record<Datatype, ort.Tensor.Type>> = {
+  BOOL: 'bool',
+  UINT8: 'uint8',
+  UINT16: 'uint16',
+  UINT32: 'uint32',
+  UINT64: 'uint64',
+  INT8: 'int8',
+  INT16: 'int16',
+  INT32: 'int32',
+  INT64: 'int64',
+  FP16: 'float16',
+  FP32: 'float32',
+  FP64: 'float64',
+  BYTES: 'string',
+};
+
+const DATATYPE_OF: ReadonlyMap<string, Datatype> = new Map(
+  Object.entries(ORT_TYPE_OF).map(([datatype, type]) => [type, datatype as Datatype]),
+);
+
+/** A provider that was tried before the one that loaded, and why it failed. */
+export interface ProviderFallback {
+  readonly provider: string;
+  readonly error: Error;
+}
+
+/** A {@link LoadedModel} that also says which providers failed before {@link LoadedModel.provider} loaded. */
+export interface OrtLoadedModel extends LoadedModel {
+  readonly fallbacks: readonly ProviderFallback[];
+}
+
+export interface OrtEngineOptions {
+  /** Intra-op threads when a model asks for 0, e.g. `os.availableParallelism()`. */
+  readonly defaultIntraOpThreads: number;
+}
+
+/**
+ * Creates onnxruntime-node sessions. One engine serves every model of an instance.
+ *
+ * @example
+ * const engine = new OrtEngine({ defaultIntraOpThreads: os.availableParallelism() });
+ * const model = await engine.load({ bytes, format: 'onnx' }, options);
+ * const { y } = await model.run({ x: { datatype: 'FP32', shape: [1, 10], data: new Float32Array(10) } });
+ */
+export class OrtEngine implements InferenceEngine {
+  readonly #defaultIntraOpThreads: number;
+
+  constructor(options: OrtEngineOptions) {
+    if (!Number.isSafeInteger(options.defaultIntraOpThreads) || options.defaultIntraOpThreads < 1) {
+      throw new RangeError(`'defaultIntraOpThreads' must be a positive integer`);
+    }
+    this.#defaultIntraOpThreads = options.defaultIntraOpThreads;
+  }
+
+  /**
+   * Creates a session with the first of `options.executionProviders` that loads. Throws
+   * {@link ModelLoadError} when none does, or when the model has an input or output that is not a tensor.
+   * With format `ort` and `useModelBytesDirectly`, onnxruntime reads the model from `bytes` for as long as
+   * the session lives: the model keeps a reference, and the caller must not modify them.
+   */
+  async load(
+    artifact: { bytes: Uint8Array; format: ArtifactFormat },
+    options: EngineSessionOptions,
+  ): Promise<OrtLoadedModel> {
+    const providers = options.executionProviders;
+    if (providers.length === 0) throw new ModelLoadError('no execution provider configured');
+    const base = this.#sessionOptions(artifact.format, options);
+    const fallbacks: ProviderFallback[] = [];
+    for (const provider of providers) {
+      let session: ort.InferenceSession;
+      try {
+        // One provider per attempt: onnxruntime-common would otherwise drop unavailable ones with a
+        // console.warn, and onnxruntime keeps CPU behind any provider for the nodes it cannot run.
+        session = await ort.InferenceSession.create(artifact.bytes, {
+          ...base,
+          executionProviders: [provider],
+        });
+      } catch (error) {
+        fallbacks.push({ provider, error: toError(error) });
+        continue;
+      }
+      let signature: ModelSignature;
+      try {
+        signature = readSignature(session);
+      } catch (error) {
+        await session.release();
+        throw error;
+      }
+      return new OrtModel(session, signature, provider, fallbacks, artifact.bytes);
+    }
+    const reasons = fallbacks.map((f) => `${f.provider}: ${f.error.message}`).join('; ');
+    throw new ModelLoadError(`onnxruntime could not create the session (${reasons})`, {
+      cause: fallbacks.at(-1)?.error,
+    });
+  }
+
+  #sessionOptions(
+    format: ArtifactFormat,
+    options: EngineSessionOptions,
+  ): ort.InferenceSession.SessionOptions {
+    const session: Record<string, string> = {};
+    if (format === 'ort' && options.useModelBytesDirectly) {
+      session.use_ort_model_bytes_directly = '1';
+      session.use_ort_model_bytes_for_initializers = '1';
+      // Prepacking copies the weights into new buffers, which would undo the zero-copy load.
+      if (options.disablePrepacking !== false) session.disable_prepacking = '1';
+    } else if (options.disablePrepacking) {
+      session.disable_prepacking = '1';
+    }
+    return {
+      executionMode: 'sequential',
+      graphOptimizationLevel: ORT_OPTIMIZATION_LEVEL[options.graphOptimizationLevel],
+      intraOpNumThreads: options.intraOpThreads === 0 ? this.#defaultIntraOpThreads : options.intraOpThreads,
+      interOpNumThreads: options.interOpThreads,
+      // The Node binding flattens nested keys with '.', e.g. `session.disable_prepacking`.
+      extra: { session },
+    };
+  }
+}
+
+const ORT_OPTIMIZATION_LEVEL: Readonly<
+  Record<GraphOptimizationLevel, NonNullable<ort.InferenceSession.SessionOptions['graphOptimizationLevel']>>
+> = { disabled: 'disabled', basic: 'basic', extended: 'extended', all: 'all' };
+
+class OrtModel implements OrtLoadedModel {
+  readonly signature: ModelSignature;
+  readonly provider: string;
+  readonly fallbacks: readonly ProviderFallback[];
+  readonly #session: ort.InferenceSession;
+  readonly #outputNames: readonly string[];
+  // With `use_ort_model_bytes_directly` onnxruntime reads the model and its weights from these bytes for
+  // the life of the session: holding them here keeps the garbage collector off them.
+  #bytes: Uint8Array | undefined;
+  #released: Promise<void> | undefined;
+
+  constructor(
+    session: ort.InferenceSession,
+    signature: ModelSignature,
+    provider: string,
+    fallbacks: readonly ProviderFallback[],
+    bytes: Uint8Array,
+  ) {
+    this.#session = session;
+    this.signature = signature;
+    this.provider = provider;
+    this.fallbacks = fallbacks;
+    this.#bytes = bytes;
+    this.#outputNames = signature.outputs.map((o) => o.name);
+  }
+
+  async run(
+    feeds: Readonly<Record<string, Tensor>>,
+    outputs?: readonly string[],
+  ): Promise<Record<string, Tensor>> {
+    if (this.#released !== undefined || this.#bytes === undefined)
+      throw new Error('the session was released');
+    const fetches = outputs ?? this.#outputNames;
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    let results: ort.InferenceSession.ReturnType;
+    try {
+      for (const [name, tensor] of Object.entries(feeds)) ortFeeds[name] = toOrtTensor(tensor);
+      results = await this.#session.run(ortFeeds, fetches);
+    } catch (error) {
+      // What onnxruntime rejects at run time is the request's data (a shape or type the graph refuses).
+      throw new InvalidInputError(toError(error).message, { cause: error });
+    } finally {
+      for (const tensor of Object.values(ortFeeds)) tensor.dispose();
+    }
+    const converted: Record<string, Tensor> = {};
+    for (const name of fetches) {
+      const value = results[name];
+      if (value === undefined) continue;
+      converted[name] = fromOrtTensor(name, value as ort.Tensor);
+      value.dispose();
+    }
+    return converted;
+  }
+
+  release(): Promise<void> {
+    this.#released ??= this.#session.release().finally(() => {
+      this.#bytes = undefined;
+    });
+    return this.#released;
+  }
+}
+
+function readSignature(session: ort.InferenceSession): ModelSignature {
+  return {
+    inputs: session.inputMetadata.map((m) => toTensorSpec(m, 'input')),
+    outputs: session.outputMetadata.map((m) => toTensorSpec(m, 'output')),
+  };
+}
+
+function toTensorSpec(metadata: ort.InferenceSession.ValueMetadata, kind: 'input' | 'output'): TensorSpec {
+  if (!metadata.isTensor) {
+    throw new ModelLoadError(
+      `${kind} '${metadata.name}' is not a tensor (sequences and maps are not supported)`,
+    );
+  }
+  const datatype = DATATYPE_OF.get(metadata.type);
+  if (datatype === undefined) {
+    throw new ModelLoadError(
+      `${kind} '${metadata.name}' has element type '${metadata.type}', which is not supported`,
+    );
+  }
+  const shape = metadata.shape.map((d) => (typeof d === 'number' ? d : -1));
+  const dynamic = metadata.shape.some((d) => typeof d === 'string');
+  if (!dynamic) return { name: metadata.name, datatype, shape };
+  // An unnamed dynamic dim comes back as ''.
+  const dims = metadata.shape.map((d) => (d === '' ? -1 : d));
+  return { name: metadata.name, datatype, shape, dims };
+}
+
+function toOrtTensor(tensor: Tensor): ort.Tensor {
+  const type = ORT_TYPE_OF[tensor.datatype];
+  // The union is checked by onnxruntime at construction (type against typed array, length against shape).
+  return new ort.Tensor(type, tensor.data as Exclude<TensorData, BigUint64Array>, tensor.shape);
+}
+
+function fromOrtTensor(name: string, value: ort.Tensor): Tensor {
+  const datatype = DATATYPE_OF.get(value.type);
+  if (datatype === undefined) {
+    throw new Error(`output '${name}' has element type '${value.type}', which is not supported`);
+  }
+  let data = value.data as TensorData;
+  if (datatype === 'FP16' && !(data instanceof Uint16Array)) {
+    // Where a global Float16Array exists onnxruntime returns one; our FP16 tensors carry the half bits.
+    const view = data as unknown as ArrayBufferView & { length: number };
+    data = new Uint16Array(view.buffer, view.byteOffset, view.length);
+  }
+  return { datatype, shape: [...value.dims], data };
+}
+
+function toError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}
