@@ -1,0 +1,145 @@
+import { constants as bufferConstants } from 'node:buffer';
+import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
+import { join, resolve, sep } from 'node:path';
+import { ModelLoadError, ModelNotFoundError } from '../core/errors';
+import { assertModelName, assertVersion, isValidModelName } from '../core/names';
+import { ARTIFACT_FILE, type ArtifactFormat, type ConfigDocument, type ModelStore } from '../core/ports';
+
+/**
+ * The model repository in a local folder: the embedded default of the local server and of tests.
+ *
+ * The ETag of a config.json is derived from its modification time and size, so an unchanged file reads as
+ * `'not-modified'`. Paths are resolved against the root and refused when they would leave it.
+ *
+ * @example
+ * const store = new FileModelStore('./models');
+ * const config = await store.readConfig('linear');
+ */
+export class FileModelStore implements ModelStore {
+  readonly location: string;
+  private readonly root: string;
+  /** The root followed by one separator: every path the store opens starts with it. */
+  private readonly inside: string;
+
+  /** @param root The repository folder: `<root>/<model>/config.json`, `<root>/<model>/<version>/model.onnx`. */
+  constructor(root: string) {
+    this.root = resolve(root);
+    this.inside = this.root.endsWith(sep) ? this.root : this.root + sep;
+    this.location = `file://${this.root}`;
+  }
+
+  async readConfig(model: string, etag?: string): Promise<ConfigDocument | 'not-modified' | undefined> {
+    assertModelName(model);
+    const path = this.path(model, 'config.json');
+    let handle: FileHandle;
+    try {
+      handle = await open(path, 'r');
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw new ModelLoadError(`model '${model}': reading config.json failed (${code(error)})`, {
+        cause: error,
+      });
+    }
+    try {
+      const info = await handle.stat({ bigint: true });
+      const current = `"${info.mtimeNs.toString(36)}-${info.size.toString(36)}"`;
+      if (etag !== undefined && etag === current) return 'not-modified';
+      return { text: await handle.readFile('utf-8'), etag: current };
+    } catch (error) {
+      throw new ModelLoadError(`model '${model}': reading config.json failed (${code(error)})`, {
+        cause: error,
+      });
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async readArtifact(
+    model: string,
+    version: string,
+    format: ArtifactFormat,
+    size: number,
+  ): Promise<Uint8Array> {
+    assertModelName(model);
+    assertVersion(model, version);
+    const file = ARTIFACT_FILE[format];
+    const what = `model '${model}' version '${version}'`;
+    if (!Number.isSafeInteger(size) || size <= 0 || size > bufferConstants.MAX_LENGTH) {
+      throw new ModelLoadError(`${what}: ${file} size ${size} cannot be read into memory`);
+    }
+    const path = this.path(model, version, file);
+    let handle: FileHandle;
+    try {
+      handle = await open(path, 'r');
+    } catch (error) {
+      if (isMissing(error)) {
+        throw new ModelNotFoundError(`model '${model}' has no version '${version}' (${file} is missing)`, {
+          cause: error,
+        });
+      }
+      throw new ModelLoadError(`${what}: reading ${file} failed (${code(error)})`, { cause: error });
+    }
+    try {
+      const actual = (await handle.stat()).size;
+      if (actual !== size)
+        throw new ModelLoadError(`${what}: ${file} is ${actual} bytes, config.json says ${size}`);
+      // Never a slice of Node's buffer pool: onnxruntime may keep using this memory as the model's weights.
+      const bytes = Buffer.allocUnsafeSlow(size);
+      let at = 0;
+      while (at < size) {
+        const { bytesRead } = await handle.read(bytes, at, size - at, at);
+        if (bytesRead === 0) throw new ModelLoadError(`${what}: ${file} shrank while it was read`);
+        at += bytesRead;
+      }
+      return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } catch (error) {
+      if (error instanceof ModelLoadError) throw error;
+      throw new ModelLoadError(`${what}: reading ${file} failed (${code(error)})`, { cause: error });
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async listModels(): Promise<string[]> {
+    let entries: string[];
+    try {
+      entries = await readdir(this.root);
+    } catch (error) {
+      if (isMissing(error)) return [];
+      throw new ModelLoadError(`listing the models failed (${code(error)})`, { cause: error });
+    }
+    const names = entries.filter(isValidModelName);
+    const found = await Promise.all(
+      names.map(async (name) => {
+        try {
+          return (await stat(join(this.root, name, 'config.json'))).isFile();
+        } catch {
+          return false;
+        }
+      }),
+    );
+    return names.filter((_, i) => found[i]).sort();
+  }
+
+  /** Names reaching here were validated by the core; checked again so a path can never leave the root. */
+  private path(...segments: string[]): string {
+    const path = resolve(this.root, ...segments);
+    if (
+      !path.startsWith(this.inside) ||
+      segments.some((segment) => segment.includes('/') || segment.includes('\\'))
+    ) {
+      throw new ModelNotFoundError('the model store refuses a name that would leave the repository');
+    }
+    return path;
+  }
+}
+
+function isMissing(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/** The errno code only: messages of file-system errors hold paths, which must not reach a client. */
+function code(error: unknown): string {
+  return (error as NodeJS.ErrnoException | undefined)?.code ?? 'unknown error';
+}
