@@ -35,21 +35,19 @@ function stripStage(event: APIGatewayProxyEventV2): string {
   return path;
 }
 
-/** Binary bodies travel base64-encoded, as API Gateway and Function URLs require. */
+/**
+ * Text (JSON) bodies go back as strings; binary bodies (the OIP binary tensor extension) travel
+ * base64-encoded, as API Gateway and Function URLs require.
+ */
 export function toResult(response: HttpResponse): APIGatewayProxyResult {
-  if (typeof response.body === 'string') {
-    return {
-      statusCode: response.status,
-      headers: response.headers,
-      body: response.body,
-      isBase64Encoded: false,
-    };
-  }
-  const bytes = response.body;
-  return {
-    statusCode: response.status,
-    headers: response.headers,
-    body: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64'),
-    isBase64Encoded: true,
-  };
+  const { status: statusCode, headers, body } = response;
+  if (typeof body === 'string') return { statusCode, headers, body, isBase64Encoded: false };
+  const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  if (isText(headers['content-type']))
+    return { statusCode, headers, body: bytes.toString('utf8'), isBase64Encoded: false };
+  return { statusCode, headers, body: bytes.toString('base64'), isBase64Encoded: true };
+}
+
+function isText(contentType: string | undefined): boolean {
+  return contentType !== undefined && /^(application\/json|text\/)/.test(contentType);
 }
