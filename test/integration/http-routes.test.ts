@@ -68,6 +68,35 @@ describe('HTTP server', () => {
     });
   });
 
+  it.each([
+    ['GET', '/v2/health/live', 200, { live: true }],
+    ['GET', '/v2/health/ready', 200, { ready: true }],
+    ['GET', '/v2', 200, { name: 'onnx-serverless', extensions: ['binary_tensor_data', 'predict'] }],
+    ['GET', '/v2/models/linear', 200, { name: 'linear', versions: ['1'], platform: 'onnx_onnxv1' }],
+    [
+      'GET',
+      '/v2/models/linear/versions/1',
+      200,
+      { name: 'linear', inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 10] }] },
+    ],
+    ['GET', '/v2/models/linear/ready', 200, { name: 'linear', ready: true }],
+    ['GET', '/v2/models/linear/versions/1/ready', 200, { ready: true }],
+    ['POST', '/v2/models/linear/versions/1/infer', 200, { model_name: 'linear', model_version: '1' }],
+    ['POST', '/v2/models/linear/versions/1/predict', 200, { outputs: { y: [[-2.5, 1.625]] } }],
+    ['POST', '/predict', 404, { error: '/predict needs a function pinned to one model' }],
+    ['GET', '/v2/models/linear/versions/7', 404, { error: "model 'linear' has no version '7'" }],
+  ])('%s %s answers %d', async (method, path, status, expected) => {
+    const x = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+    const body = path.endsWith('/infer')
+      ? JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 10], data: x }] })
+      : path.endsWith('predict')
+        ? JSON.stringify([x])
+        : undefined;
+    const response = await fetch(`${server.url}${path}`, { method, ...(body === undefined ? {} : { body }) });
+    expect(response.status).toBe(status);
+    expect(await response.json()).toMatchObject(expected);
+  });
+
   it('serves the real text-direction classifier: one probability pair per image', async () => {
     const pixels = Array.from({ length: 2 * 3 * 48 * 64 }, (_, i) => Math.sin(i) * 0.5);
     const response = await post('/v2/models/text-direction/infer', {
