@@ -1,0 +1,455 @@
+'use strict';
+/**
+ * Generates the parts of serverless.yml that depend on the deploy-time model list (deploy/models.yml):
+ * one infer function per model with its HTTP API routes, the optional multi-model infer function, the
+ * optional batch function with its S3 trigger, one least-privilege IAM role per function, the bucket,
+ * and the JWT authoriser when one is chosen.
+ *
+ * serverless.yml reads it as `${file(./deploy/stack.cjs):functions}` (and `:resources`,
+ * `:httpApiAuthorizers`): the framework calls the exported function, which reads `custom.deploy` and
+ * hands it to the pure {@link buildStack}. The tests call {@link buildStack} with plain objects.
+ */
+const { existsSync } = require('node:fs');
+const { join } = require('node:path');
+
+const ROOT = join(__dirname, '..');
+const INFER_HANDLER = 'functions/infer/handler.handler';
+const BATCH_HANDLER = 'functions/batch/handler.handler';
+const BATCH_SOURCE = 'functions/batch/handler.ts';
+const LAYER_REF = { Ref: 'OnnxruntimeLambdaLayer' };
+const AUTH_MODES = ['iam', 'jwt', 'none'];
+const JWT_AUTHORIZER = 'jwt';
+
+// The serving code's rule (shared/core/names.ts), repeated here because the framework loads plain JS.
+const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+const PREFIX = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
+
+/** HTTP API integrations give up after 30 s, so a longer Lambda timeout would only burn money. */
+const HTTP_TIMEOUT_MAX = 29;
+
+const FUNCTION_DEFAULTS = Object.freeze({
+  memorySize: 2048,
+  timeout: HTTP_TIMEOUT_MAX,
+  ephemeralStorageSize: 1024,
+});
+
+const BATCH_DEFAULTS = Object.freeze({
+  memorySize: 3008,
+  timeout: 900,
+  ephemeralStorageSize: 2048,
+});
+
+/** Open Inference Protocol routes of one model, relative to `/v2/models/<model>`. */
+const MODEL_ROUTES = Object.freeze([
+  ['GET', ''],
+  ['GET', '/ready'],
+  ['POST', '/infer'],
+  ['POST', '/predict'],
+  ['GET', '/versions/{version}'],
+  ['GET', '/versions/{version}/ready'],
+  ['POST', '/versions/{version}/infer'],
+  ['POST', '/versions/{version}/predict'],
+]);
+
+/** Server-wide routes, answered by the multi-model function or else by the default model's function. */
+const SERVER_ROUTES = Object.freeze([
+  ['GET', '/v2'],
+  ['GET', '/v2/health/live'],
+  ['GET', '/v2/health/ready'],
+]);
+
+const MODEL_ROUTE_BASE = (model) => `/v2/models/${model}`;
+
+function fail(message) {
+  throw new Error(`deploy/models.yml or its parameters: ${message}`);
+}
+
+function pascal(text) {
+  return text
+    .split(/[^A-Za-z0-9]+/)
+    .filter((part) => part !== '')
+    .map((part) => part[0].toUpperCase() + part.slice(1))
+    .join('');
+}
+
+/** The logical id the framework gives the bucket of an `s3` event (its naming.getBucketLogicalId). */
+function bucketLogicalId(bucket) {
+  const alnum = bucket.replace(/[^0-9A-Za-z]/g, '');
+  return `S3Bucket${alnum[0].toUpperCase()}${alnum.slice(1)}`;
+}
+
+function sub(text) {
+  return { 'Fn::Sub': text };
+}
+
+function s3Arn(bucket, key) {
+  return sub(`arn:\${AWS::Partition}:s3:::${bucket}${key === undefined ? '' : `/${key}`}`);
+}
+
+function logStatement(functionName) {
+  return {
+    Effect: 'Allow',
+    Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+    Resource: sub(
+      `arn:\${AWS::Partition}:logs:\${AWS::Region}:\${AWS::AccountId}:log-group:/aws/lambda/${functionName}:*`,
+    ),
+  };
+}
+
+/**
+ * Read access to the objects under `prefix`, and listing limited to it. The listing right is there for
+ * S3's answer to a missing key: without s3:ListBucket it is 403, which the store cannot tell from a
+ * real denial, so a missing model version would be a 503 instead of a 404.
+ */
+function readPrefixStatements(bucket, prefix) {
+  return [
+    { Effect: 'Allow', Action: ['s3:GetObject'], Resource: s3Arn(bucket, `${prefix}/*`) },
+    {
+      Effect: 'Allow',
+      Action: ['s3:ListBucket'],
+      Resource: s3Arn(bucket),
+      Condition: { StringLike: { 's3:prefix': [`${prefix}/*`] } },
+    },
+  ];
+}
+
+function role(functionName, statements) {
+  return {
+    Type: 'AWS::IAM::Role',
+    Properties: {
+      AssumeRolePolicyDocument: {
+        Version: '2012-10-17',
+        Statement: [
+          { Effect: 'Allow', Principal: { Service: 'lambda.amazonaws.com' }, Action: 'sts:AssumeRole' },
+        ],
+      },
+      Policies: [
+        {
+          PolicyName: `${functionName}-least-privilege`,
+          PolicyDocument: { Version: '2012-10-17', Statement: [logStatement(functionName), ...statements] },
+        },
+      ],
+    },
+  };
+}
+
+function pick(source, keys) {
+  const out = {};
+  for (const key of keys) {
+    if (source[key] !== undefined && source[key] !== null) out[key] = source[key];
+  }
+  return out;
+}
+
+const SIZING_KEYS = [
+  'memorySize',
+  'timeout',
+  'ephemeralStorageSize',
+  'reservedConcurrency',
+  'provisionedConcurrency',
+  'imageUri',
+  'description',
+];
+
+/** Defaults, then the entry, then the entry's override for this stage. */
+function sizing(defaults, entry, stage) {
+  const stages = entry.stages ?? {};
+  return { ...defaults, ...pick(entry, SIZING_KEYS), ...pick(stages[stage] ?? {}, SIZING_KEYS) };
+}
+
+function checkInt(what, value, min, max) {
+  if (value === undefined) return;
+  if (!Number.isInteger(value) || value < min || value > max) {
+    fail(`${what} must be an integer from ${min} to ${max}, not ${JSON.stringify(value)}`);
+  }
+}
+
+function checkSizing(what, size, maxTimeout) {
+  checkInt(`${what}.memorySize`, size.memorySize, 128, 10240);
+  checkInt(`${what}.timeout`, size.timeout, 1, maxTimeout);
+  checkInt(`${what}.ephemeralStorageSize`, size.ephemeralStorageSize, 512, 10240);
+  checkInt(`${what}.reservedConcurrency`, size.reservedConcurrency, 0, 100000);
+  checkInt(`${what}.provisionedConcurrency`, size.provisionedConcurrency, 0, 100000);
+}
+
+/** The /tmp model cache gets three quarters of /tmp; the rest is for whatever else writes there. */
+function diskCacheMb(ephemeralStorageSize) {
+  return String(Math.floor((ephemeralStorageSize * 3) / 4));
+}
+
+function functionBody(size, functionName, roleId, environment) {
+  const body = {
+    name: functionName,
+    memorySize: size.memorySize,
+    timeout: size.timeout,
+    ephemeralStorageSize: size.ephemeralStorageSize,
+    role: roleId,
+    environment: { ...environment, ONNX_SERVE_DISK_CACHE_MB: diskCacheMb(size.ephemeralStorageSize) },
+  };
+  if (size.description !== undefined) body.description = size.description;
+  if (size.reservedConcurrency !== undefined) body.reservedConcurrency = size.reservedConcurrency;
+  if (size.provisionedConcurrency !== undefined && size.provisionedConcurrency > 0) {
+    body.provisionedConcurrency = size.provisionedConcurrency;
+  }
+  if (size.imageUri === undefined) {
+    body.handler = INFER_HANDLER;
+    body.layers = [LAYER_REF];
+  } else {
+    // A container image brings its own onnxruntime (containers/lambda/Dockerfile): no handler, no layer.
+    body.image = { uri: size.imageUri };
+  }
+  return body;
+}
+
+function httpEvents(routes, authorizer) {
+  return routes.map(([method, path]) => ({
+    httpApi: { method, path, ...(authorizer === undefined ? {} : { authorizer }) },
+  }));
+}
+
+function normalisePrefix(what, value) {
+  const prefix = String(value ?? '').replace(/^\/+|\/+$/g, '');
+  if (!PREFIX.test(prefix) || prefix.split('/').some((segment) => segment === '.' || segment === '..')) {
+    fail(`${what} '${value}' must be a non-empty key prefix such as 'models' or 'batch/in'`);
+  }
+  return prefix;
+}
+
+function overlaps(a, b) {
+  return a === b || a.startsWith(`${b}/`) || b.startsWith(`${a}/`);
+}
+
+function isTrue(value) {
+  return value === true || value === 'true';
+}
+
+/**
+ * Builds the functions, resources and authorisers of the stack from the `custom.deploy` settings.
+ * Throws an Error naming the setting at fault.
+ *
+ * @example
+ * const stack = buildStack({ service: 'onnx-serverless', stage: 'dev', bucket: 'my-models', ... });
+ * stack.functions['infer-linear'].environment.ONNX_SERVE_MODEL; // 'linear'
+ */
+function buildStack(settings, options = {}) {
+  const batchSourceExists = options.batchSourceExists ?? existsSync(join(ROOT, BATCH_SOURCE));
+  const { service, stage } = settings;
+  const catalogue = settings.models ?? {};
+  const bucket = String(settings.bucket ?? '');
+  if (!BUCKET_NAME.test(bucket) || bucket.includes('..'))
+    fail(`bucket '${bucket}' is not a valid S3 bucket name`);
+  const createBucket = settings.createBucket === undefined ? true : isTrue(settings.createBucket);
+  const modelPrefix = normalisePrefix('modelPrefix', settings.modelPrefix);
+  const auth = String(settings.auth ?? 'iam');
+  if (!AUTH_MODES.includes(auth)) fail(`auth '${auth}' must be one of ${AUTH_MODES.join(', ')}`);
+
+  const httpApiAuthorizers = {};
+  let authorizer;
+  if (auth === 'iam') authorizer = { type: 'aws_iam' };
+  if (auth === 'jwt') {
+    const issuerUrl = String(settings.jwt?.issuerUrl ?? '');
+    const audience = String(settings.jwt?.audience ?? '')
+      .split(',')
+      .map((a) => a.trim())
+      .filter((a) => a !== '');
+    if (!/^https:\/\/\S+$/.test(issuerUrl))
+      fail(`auth 'jwt' needs jwtIssuerUrl, an https URL (got '${issuerUrl}')`);
+    if (audience.length === 0) fail(`auth 'jwt' needs jwtAudience, one or more comma-separated audiences`);
+    httpApiAuthorizers[JWT_AUTHORIZER] = {
+      type: 'jwt',
+      identitySource: '$request.header.Authorization',
+      issuerUrl,
+      audience,
+    };
+    authorizer = { name: JWT_AUTHORIZER };
+  }
+
+  const functions = {};
+  const resources = {};
+  const roleIds = new Set();
+  const prefixOf = (fnKey) => `${service}-${stage}-${fnKey}`;
+
+  const addFunction = (fnKey, body, statements) => {
+    if (functions[fnKey] !== undefined) fail(`two functions would be named '${fnKey}'`);
+    const functionName = prefixOf(fnKey);
+    if (functionName.length > 64) {
+      fail(
+        `the Lambda function name '${functionName}' is over 64 characters: shorten the service, stage or model name`,
+      );
+    }
+    const roleId = `${pascal(fnKey)}Role`;
+    if (roleIds.has(roleId)) fail(`two functions would share the IAM role '${roleId}'`);
+    roleIds.add(roleId);
+    functions[fnKey] = body(functionName, roleId);
+    resources[roleId] = role(functionName, statements(functionName));
+  };
+
+  const models = catalogue.models ?? [];
+  if (!Array.isArray(models)) fail('models must be a list');
+  const defaults = { ...FUNCTION_DEFAULTS, ...pick(catalogue.defaults ?? {}, SIZING_KEYS) };
+  const modelNames = new Set();
+  for (const entry of models) {
+    const model = entry?.name;
+    if (typeof model !== 'string' || !MODEL_NAME.test(model) || model.includes('..')) {
+      fail(`'${model}' is not a valid model name (letters, digits, '_', '-', '.'; at most 128)`);
+    }
+    if (modelNames.has(model)) fail(`model '${model}' is listed twice`);
+    modelNames.add(model);
+    const size = sizing(defaults, entry, stage);
+    checkSizing(`models.${model}`, size, HTTP_TIMEOUT_MAX);
+    const fnKey = `infer-${model.replace(/[^A-Za-z0-9-_]/g, '-')}`;
+    const routes = MODEL_ROUTES.map(([method, path]) => [method, `${MODEL_ROUTE_BASE(model)}${path}`]);
+    addFunction(
+      fnKey,
+      (functionName, roleId) => ({
+        description: `ONNX inference, model ${model}`,
+        ...functionBody(size, functionName, roleId, { ONNX_SERVE_MODEL: model }),
+        events: httpEvents(routes, authorizer),
+      }),
+      () => readPrefixStatements(bucket, `${modelPrefix}/${model}`),
+    );
+  }
+
+  const defaultModel = catalogue.defaultModel ?? undefined;
+  if (defaultModel !== undefined && !modelNames.has(defaultModel)) {
+    fail(`defaultModel '${defaultModel}' is not in the models list`);
+  }
+  const multi = catalogue.multiModel ?? {};
+  const multiEnabled = isTrue(multi.enabled);
+  if (!multiEnabled && models.length === 0)
+    fail('nothing to deploy: no models and multiModel.enabled is false');
+
+  if (multiEnabled) {
+    const size = sizing(defaults, multi, stage);
+    checkSizing('multiModel', size, HTTP_TIMEOUT_MAX);
+    const routes = [
+      ...SERVER_ROUTES,
+      ...MODEL_ROUTES.map(([method, path]) => [method, `${MODEL_ROUTE_BASE('{model}')}${path}`]),
+    ];
+    addFunction(
+      'infer',
+      (functionName, roleId) => ({
+        description: 'ONNX inference, every model of the repository',
+        ...functionBody(size, functionName, roleId, {}),
+        events: httpEvents(routes, authorizer),
+      }),
+      () => readPrefixStatements(bucket, modelPrefix),
+    );
+  }
+  // /predict needs a function pinned to one model; the server-wide routes go to it when no multi-model
+  // function takes them.
+  const anchor = defaultModel ?? (multiEnabled ? undefined : models[0]?.name);
+  if (anchor !== undefined) {
+    const fn = functions[`infer-${anchor.replace(/[^A-Za-z0-9-_]/g, '-')}`];
+    fn.events.push(...httpEvents([['POST', '/predict'], ...(multiEnabled ? [] : SERVER_ROUTES)], authorizer));
+  }
+
+  const batch = catalogue.batch ?? {};
+  const batchEnabled = isTrue(batch.enabled);
+  let batchPrefixes;
+  if (batchEnabled) {
+    const input = normalisePrefix('batchInputPrefix', settings.batchInputPrefix);
+    const output = normalisePrefix('batchOutputPrefix', settings.batchOutputPrefix);
+    for (const [a, b] of [
+      [input, output],
+      [input, modelPrefix],
+      [output, modelPrefix],
+    ]) {
+      // An output under the input prefix would trigger the function on its own results, forever.
+      if (overlaps(a, b))
+        fail(`the prefixes '${a}' and '${b}' overlap; model, input and output must be apart`);
+    }
+    if (!batchSourceExists) fail(`batch.enabled is true but ${BATCH_SOURCE} does not exist`);
+    batchPrefixes = { input, output };
+    const size = sizing(BATCH_DEFAULTS, batch, stage);
+    checkSizing('batch', size, 900);
+    const rules = [{ prefix: `${input}/` }];
+    if (typeof batch.suffix === 'string' && batch.suffix !== '') rules.push({ suffix: batch.suffix });
+    addFunction(
+      'batch',
+      (functionName, roleId) => {
+        const body = functionBody(size, functionName, roleId, {
+          ONNX_SERVE_BATCH_INPUT_PREFIX: `s3://${bucket}/${input}`,
+          ONNX_SERVE_BATCH_OUTPUT_PREFIX: `s3://${bucket}/${output}`,
+        });
+        delete body.image;
+        return {
+          description: 'ONNX batch inference over S3 objects',
+          ...body,
+          handler: BATCH_HANDLER,
+          layers: [LAYER_REF],
+          events: [{ s3: { bucket, event: 's3:ObjectCreated:*', rules, existing: !createBucket } }],
+        };
+      },
+      (functionName) => [
+        { Effect: 'Allow', Action: ['s3:GetObject'], Resource: s3Arn(bucket, `${input}/*`) },
+        {
+          Effect: 'Allow',
+          Action: ['s3:PutObject', 's3:AbortMultipartUpload'],
+          Resource: s3Arn(bucket, `${output}/*`),
+        },
+        ...readPrefixStatements(bucket, modelPrefix),
+        {
+          // Long inputs continue in a fresh invocation of this same function, and nothing else.
+          Effect: 'Allow',
+          Action: ['lambda:InvokeFunction'],
+          Resource: sub(
+            `arn:\${AWS::Partition}:lambda:\${AWS::Region}:\${AWS::AccountId}:function:${functionName}`,
+          ),
+        },
+      ],
+    );
+  }
+
+  if (createBucket) {
+    resources[bucketLogicalId(bucket)] = {
+      Type: 'AWS::S3::Bucket',
+      // Models outlive the stack: removing the stack must not delete them.
+      DeletionPolicy: 'Retain',
+      UpdateReplacePolicy: 'Retain',
+      Properties: {
+        BucketName: bucket,
+        BucketEncryption: {
+          ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
+        },
+        PublicAccessBlockConfiguration: {
+          BlockPublicAcls: true,
+          BlockPublicPolicy: true,
+          IgnorePublicAcls: true,
+          RestrictPublicBuckets: true,
+        },
+        OwnershipControls: { Rules: [{ ObjectOwnership: 'BucketOwnerEnforced' }] },
+      },
+    };
+  }
+
+  return {
+    functions,
+    resources: { Resources: resources },
+    httpApiAuthorizers,
+    summary: {
+      bucket,
+      createBucket,
+      modelPrefix,
+      models: [...modelNames],
+      multiModel: multiEnabled,
+      batch: batchPrefixes === undefined ? false : { ...batchPrefixes },
+      auth,
+    },
+  };
+}
+
+/** The framework's entry: `${file(./deploy/stack.cjs):functions}` calls this and takes one property. */
+async function resolveStack({ resolveConfigurationProperty }) {
+  const settings = await resolveConfigurationProperty(['custom', 'deploy']);
+  if (settings === null || typeof settings !== 'object')
+    throw new Error('serverless.yml: custom.deploy is missing');
+  return buildStack(settings);
+}
+
+module.exports = resolveStack;
+module.exports.buildStack = buildStack;
+module.exports.bucketLogicalId = bucketLogicalId;
+module.exports.MODEL_ROUTES = MODEL_ROUTES;
+module.exports.SERVER_ROUTES = SERVER_ROUTES;

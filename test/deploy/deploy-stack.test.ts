@@ -1,0 +1,240 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  buildStack,
+  type FunctionDefinition,
+  type HttpApiEvent,
+  type ModelsFile,
+  type S3Event,
+  type StackSettings,
+} from '../../deploy/stack.cjs';
+import { buildLayer } from '../../layers/onnxruntime/build.cjs';
+
+const LAMBDA_UNZIPPED_LIMIT = 262_144_000;
+
+function settings(models: ModelsFile, overrides: Partial<StackSettings> = {}): StackSettings {
+  return {
+    service: 'onnx-serverless',
+    stage: 'dev',
+    auth: 'iam',
+    bucket: 'my-models',
+    modelPrefix: 'models',
+    batchInputPrefix: 'batch/in',
+    batchOutputPrefix: 'batch/out',
+    models,
+    ...overrides,
+  };
+}
+
+const ONE_MODEL: ModelsFile = { models: [{ name: 'linear' }] };
+
+function routes(fn: FunctionDefinition | undefined): string[] {
+  return (fn?.events ?? [])
+    .filter((e): e is HttpApiEvent => 'httpApi' in e)
+    .map((e) => `${e.httpApi.method} ${e.httpApi.path}`);
+}
+
+function statements(stack: ReturnType<typeof buildStack>, fnKey: string): unknown[] {
+  const roleId = stack.functions[fnKey]?.role ?? '';
+  const policies = stack.resources.Resources[roleId]?.Properties.Policies as {
+    PolicyDocument: { Statement: unknown[] };
+  }[];
+  return policies.flatMap((p) => p.PolicyDocument.Statement);
+}
+
+describe('buildStack', () => {
+  it('sizes a model from the defaults, the entry and the stage override, in that order', () => {
+    const models: ModelsFile = {
+      defaults: { memorySize: 1024, ephemeralStorageSize: 2048 },
+      models: [
+        {
+          name: 'linear',
+          memorySize: 1536,
+          stages: { prod: { memorySize: 4096, provisionedConcurrency: 2 } },
+        },
+      ],
+    };
+    const dev = buildStack(settings(models)).functions['infer-linear'];
+    const prod = buildStack(settings(models, { stage: 'prod' })).functions['infer-linear'];
+    expect([dev?.memorySize, dev?.ephemeralStorageSize, dev?.provisionedConcurrency]).toEqual([
+      1536,
+      2048,
+      undefined,
+    ]);
+    expect([prod?.memorySize, prod?.provisionedConcurrency, prod?.name]).toEqual([
+      4096,
+      2,
+      'onnx-serverless-prod-infer-linear',
+    ]);
+    expect(dev?.environment).toEqual({ ONNX_SERVE_MODEL: 'linear', ONNX_SERVE_DISK_CACHE_MB: '1536' });
+  });
+
+  it('sends /predict and the server-wide routes to the first model when there is no multi-model function', () => {
+    const stack = buildStack(settings({ models: [{ name: 'a' }, { name: 'b' }] }));
+    expect(routes(stack.functions['infer-a'])).toEqual(
+      expect.arrayContaining(['POST /predict', 'GET /v2', 'GET /v2/health/live', 'GET /v2/health/ready']),
+    );
+    expect(routes(stack.functions['infer-b'])).not.toContain('POST /predict');
+    expect(stack.functions.infer).toBeUndefined();
+  });
+
+  it('gives a container-image model its image and neither handler nor layer', () => {
+    const uri = `123456789012.dkr.ecr.us-east-1.amazonaws.com/onnx-serverless@sha256:${'a'.repeat(64)}`;
+    const fn = buildStack(settings({ models: [{ name: 'big', imageUri: uri }] })).functions['infer-big'];
+    expect(fn?.image).toEqual({ uri });
+    expect(fn?.handler).toBeUndefined();
+    expect(fn?.layers).toBeUndefined();
+  });
+
+  it('declares the JWT authoriser and uses it on every route when auth is jwt', () => {
+    const stack = buildStack(
+      settings(ONE_MODEL, {
+        auth: 'jwt',
+        jwt: { issuerUrl: 'https://issuer.example.com/', audience: 'a, b' },
+      }),
+    );
+    expect(stack.httpApiAuthorizers).toEqual({
+      jwt: {
+        type: 'jwt',
+        identitySource: '$request.header.Authorization',
+        issuerUrl: 'https://issuer.example.com/',
+        audience: ['a', 'b'],
+      },
+    });
+    for (const event of stack.functions['infer-linear']?.events ?? []) {
+      expect((event as HttpApiEvent).httpApi.authorizer).toEqual({ name: 'jwt' });
+    }
+  });
+
+  it('builds the batch function with its trigger, its environment and exactly its permissions', () => {
+    const stack = buildStack(
+      settings({ ...ONE_MODEL, batch: { enabled: true, suffix: '.jsonl' } }, { stage: 'prod' }),
+      { batchSourceExists: true },
+    );
+    const batch = stack.functions.batch;
+    expect(batch?.handler).toBe('functions/batch/handler.handler');
+    expect(batch?.timeout).toBe(900);
+    expect(batch?.environment).toMatchObject({
+      ONNX_SERVE_BATCH_INPUT_PREFIX: 's3://my-models/batch/in',
+      ONNX_SERVE_BATCH_OUTPUT_PREFIX: 's3://my-models/batch/out',
+    });
+    expect(batch?.events).toEqual([
+      {
+        s3: {
+          bucket: 'my-models',
+          event: 's3:ObjectCreated:*',
+          rules: [{ prefix: 'batch/in/' }, { suffix: '.jsonl' }],
+          existing: false,
+        },
+      },
+    ]);
+    const sub = (text: string) => ({ 'Fn::Sub': text });
+    expect(statements(stack, 'batch')).toEqual([
+      {
+        Effect: 'Allow',
+        Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        Resource: sub(
+          `arn:\${AWS::Partition}:logs:\${AWS::Region}:\${AWS::AccountId}:log-group:/aws/lambda/onnx-serverless-prod-batch:*`,
+        ),
+      },
+      {
+        Effect: 'Allow',
+        Action: ['s3:GetObject'],
+        Resource: sub(`arn:\${AWS::Partition}:s3:::my-models/batch/in/*`),
+      },
+      {
+        Effect: 'Allow',
+        Action: ['s3:PutObject', 's3:AbortMultipartUpload'],
+        Resource: sub(`arn:\${AWS::Partition}:s3:::my-models/batch/out/*`),
+      },
+      {
+        Effect: 'Allow',
+        Action: ['s3:GetObject'],
+        Resource: sub(`arn:\${AWS::Partition}:s3:::my-models/models/*`),
+      },
+      {
+        Effect: 'Allow',
+        Action: ['s3:ListBucket'],
+        Resource: sub(`arn:\${AWS::Partition}:s3:::my-models`),
+        Condition: { StringLike: { 's3:prefix': ['models/*'] } },
+      },
+      {
+        Effect: 'Allow',
+        Action: ['lambda:InvokeFunction'],
+        Resource: sub(
+          `arn:\${AWS::Partition}:lambda:\${AWS::Region}:\${AWS::AccountId}:function:onnx-serverless-prod-batch`,
+        ),
+      },
+    ]);
+  });
+
+  it('attaches the batch trigger to an existing bucket, and creates none, when createBucket is false', () => {
+    const stack = buildStack(
+      settings({ ...ONE_MODEL, batch: { enabled: true } }, { createBucket: 'false' }),
+      {
+        batchSourceExists: true,
+      },
+    );
+    expect((stack.functions.batch?.events[0] as S3Event | undefined)?.s3.existing).toBe(true);
+    expect(Object.values(stack.resources.Resources).map((r) => r.Type)).not.toContain('AWS::S3::Bucket');
+  });
+
+  it.each([
+    [
+      'an output prefix inside the input prefix',
+      settings({ ...ONE_MODEL, batch: { enabled: true } }, { batchOutputPrefix: 'batch/in/out' }),
+      /overlap/,
+    ],
+    [
+      'a batch function whose source is missing',
+      settings({ ...ONE_MODEL, batch: { enabled: true } }),
+      /does not exist/,
+    ],
+    ['jwt without an issuer', settings(ONE_MODEL, { auth: 'jwt' }), /jwtIssuerUrl/],
+    ['an unknown auth mode', settings(ONE_MODEL, { auth: 'open' }), /auth 'open'/],
+    ['a model listed twice', settings({ models: [{ name: 'a' }, { name: 'a' }] }), /listed twice/],
+    ['an invalid model name', settings({ models: [{ name: '../x' }] }), /not a valid model name/],
+    ['a timeout over the HTTP API limit', settings({ models: [{ name: 'a', timeout: 60 }] }), /timeout/],
+    ['a default model that is not listed', settings({ ...ONE_MODEL, defaultModel: 'b' }), /defaultModel/],
+    ['a name over 64 characters', settings({ models: [{ name: 'm'.repeat(60) }] }), /64 characters/],
+    ['an invalid bucket', settings(ONE_MODEL, { bucket: 'My_Bucket' }), /bucket/],
+    ['nothing to deploy', settings({ models: [] }), /nothing to deploy/],
+  ])('refuses %s', (_what, input, message) => {
+    expect(() => buildStack(input, { batchSourceExists: false })).toThrow(message);
+  });
+});
+
+describe('buildLayer', () => {
+  let out: string;
+
+  beforeAll(async () => {
+    out = await mkdtemp(join(tmpdir(), 'ort-layer-'));
+  });
+
+  afterAll(async () => {
+    await rm(out, { recursive: true, force: true });
+  });
+
+  it.each([
+    ['x86_64', 'x64'],
+    ['arm64', 'arm64'],
+  ] as const)('keeps only the Linux %s binaries, well under Lambda’s limit', async (arch, nodeArch) => {
+    const layer = await buildLayer({ arch, outDir: out });
+    expect(layer.dir).toBe(join(out, arch));
+    const binaries = layer.files.filter((file) => file.includes('/bin/'));
+    expect(binaries.sort()).toEqual([
+      `nodejs/node_modules/onnxruntime-node/bin/napi-v6/linux/${nodeArch}/libonnxruntime.so.1`,
+      `nodejs/node_modules/onnxruntime-node/bin/napi-v6/linux/${nodeArch}/onnxruntime_binding.node`,
+    ]);
+    expect(layer.files).toContain('nodejs/node_modules/onnxruntime-common/dist/cjs/package.json');
+    expect(layer.files.every((file) => file.startsWith('nodejs/node_modules/'))).toBe(true);
+    expect(layer.bytes).toBeLessThan(LAMBDA_UNZIPPED_LIMIT / 4);
+  });
+
+  it('refuses an architecture Lambda does not have', async () => {
+    await expect(buildLayer({ arch: 'riscv64' as 'arm64', outDir: out })).rejects.toThrow(
+      /unknown architecture/,
+    );
+  });
+});
