@@ -152,10 +152,16 @@ const SIZING_KEYS = [
   'description',
 ];
 
-/** Defaults, then the entry, then the entry's override for this stage. */
+/** Defaults, then the entry, then the entry's override for this stage; `environment` maps are merged. */
 function sizing(defaults, entry, stage) {
-  const stages = entry.stages ?? {};
-  return { ...defaults, ...pick(entry, SIZING_KEYS), ...pick(stages[stage] ?? {}, SIZING_KEYS) };
+  const override = entry.stages?.[stage] ?? {};
+  const environment = { ...defaults.environment, ...entry.environment, ...override.environment };
+  for (const [key, value] of Object.entries(environment)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key) || typeof value !== 'string') {
+      fail(`environment ${key}: names are identifiers and values strings (quote numbers in YAML)`);
+    }
+  }
+  return { ...defaults, ...pick(entry, SIZING_KEYS), ...pick(override, SIZING_KEYS), environment };
 }
 
 function checkInt(what, value, min, max) {
@@ -185,7 +191,11 @@ function functionBody(size, functionName, roleId, environment) {
     timeout: size.timeout,
     ephemeralStorageSize: size.ephemeralStorageSize,
     role: roleId,
-    environment: { ...environment, ONNX_SERVE_DISK_CACHE_MB: diskCacheMb(size.ephemeralStorageSize) },
+    environment: {
+      ONNX_SERVE_DISK_CACHE_MB: diskCacheMb(size.ephemeralStorageSize),
+      ...size.environment,
+      ...environment,
+    },
   };
   if (size.description !== undefined) body.description = size.description;
   if (size.reservedConcurrency !== undefined) body.reservedConcurrency = size.reservedConcurrency;
@@ -287,7 +297,11 @@ function buildStack(settings, options = {}) {
 
   const models = catalogue.models ?? [];
   if (!Array.isArray(models)) fail('models must be a list');
-  const defaults = { ...FUNCTION_DEFAULTS, ...pick(catalogue.defaults ?? {}, SIZING_KEYS) };
+  const defaults = {
+    ...FUNCTION_DEFAULTS,
+    ...pick(catalogue.defaults ?? {}, SIZING_KEYS),
+    environment: catalogue.defaults?.environment,
+  };
   const modelNames = new Set();
   for (const entry of models) {
     const model = entry?.name;

@@ -8,6 +8,8 @@ export type Sizing = {
   readonly provisionedConcurrency?: number;
   readonly imageUri?: string;
   readonly description?: string;
+  /** Extra environment variables (merged: defaults, entry, stage); the pinned model always wins. */
+  readonly environment?: Readonly<Record<string, string>>;
 };
 
 export type SizingWithStages = Sizing & { readonly stages?: Readonly<Record<string, Sizing>> };

@@ -79,12 +79,28 @@ describe('buildStack', () => {
     expect(stack.functions.infer).toBeUndefined();
   });
 
-  it('gives a container-image model its image and neither handler nor layer', () => {
+  it('gives a container-image model its image, its environment and neither handler nor layer', () => {
     const uri = `123456789012.dkr.ecr.us-east-1.amazonaws.com/onnx-serverless@sha256:${'a'.repeat(64)}`;
-    const fn = buildStack(settings({ models: [{ name: 'big', imageUri: uri }] })).functions['infer-big'];
+    const models: ModelsFile = {
+      defaults: { environment: { ONNX_SERVE_LOG_LEVEL: 'WARN' } },
+      models: [
+        {
+          name: 'big',
+          imageUri: uri,
+          environment: { ONNX_SERVE_MODEL_REPOSITORY: '/opt/models', ONNX_SERVE_MODEL: 'other' },
+        },
+      ],
+    };
+    const fn = buildStack(settings(models)).functions['infer-big'];
     expect(fn?.image).toEqual({ uri });
     expect(fn?.handler).toBeUndefined();
     expect(fn?.layers).toBeUndefined();
+    expect(fn?.environment).toEqual({
+      ONNX_SERVE_DISK_CACHE_MB: '768',
+      ONNX_SERVE_LOG_LEVEL: 'WARN',
+      ONNX_SERVE_MODEL_REPOSITORY: '/opt/models',
+      ONNX_SERVE_MODEL: 'big',
+    });
   });
 
   it('declares the JWT authoriser and uses it on every route when auth is jwt', () => {
@@ -200,6 +216,11 @@ describe('buildStack', () => {
     ['a name over 64 characters', settings({ models: [{ name: 'm'.repeat(60) }] }), /64 characters/],
     ['an invalid bucket', settings(ONE_MODEL, { bucket: 'My_Bucket' }), /bucket/],
     ['nothing to deploy', settings({ models: [] }), /nothing to deploy/],
+    [
+      'a number as an environment value',
+      settings({ models: [{ name: 'a', environment: { X: 1 as unknown as string } }] }),
+      /environment X/,
+    ],
   ])('refuses %s', (_what, input, message) => {
     expect(() => buildStack(input, { batchSourceExists: false })).toThrow(message);
   });

@@ -4,10 +4,14 @@
  * test files: the first caller packages under a lock, the others wait and reuse the output, and later runs
  * reuse it while the inputs (sources, serverless.yml, deploy/, layers/, the lockfile) hash the same.
  * A failed packaging throws, so every test that needs it fails.
+ *
+ * It packages a copy of the service (node_modules linked, not copied): the framework deletes the service's
+ * `.serverless/` on every packaging, whatever `--package` says, and serverless-esbuild works in `.esbuild/`,
+ * so packaging in place would destroy a developer's `npm run package` output.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -17,6 +21,7 @@ export const ROOT = resolve(__dirname, '..', '..');
 export const STAGE = 'test';
 const WORK = join(ROOT, '.build', 'deploy-test');
 const OUT = join(WORK, 'package');
+const SERVICE_COPY = join(WORK, 'service');
 const LOCK = join(WORK, 'lock');
 const STAMP = '.inputs-sha256';
 const INPUTS = [
@@ -141,12 +146,31 @@ export function offlineEnv(): NodeJS.ProcessEnv {
   };
 }
 
-/** `serverless package` with the arguments `npm run package` uses, into `dir`. Throws with its output. */
-export async function runPackage(dir: string, extraArgs: readonly string[] = []): Promise<void> {
+/** A fresh copy of the service's inputs in `dir`, with this repository's node_modules linked in. */
+async function copyService(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  for (const input of INPUTS) {
+    await cp(join(ROOT, input), join(dir, input), { recursive: true }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
+  }
+  await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir');
+}
+
+/**
+ * `serverless package` with the arguments `npm run package` uses, run in `serviceDir`, into `dir`.
+ * Throws with its output.
+ */
+export async function runPackage(
+  serviceDir: string,
+  dir: string,
+  extraArgs: readonly string[] = [],
+): Promise<void> {
   const cli = join(ROOT, 'node_modules', 'serverless', 'bin', 'serverless.js');
   const args = [cli, 'package', '--param=compareDeployedLayer=false', '--package', dir, ...extraArgs];
   try {
-    await run(process.execPath, args, { cwd: ROOT, env: offlineEnv(), maxBuffer: 16 * 1024 * 1024 });
+    await run(process.execPath, args, { cwd: serviceDir, env: offlineEnv(), maxBuffer: 16 * 1024 * 1024 });
   } catch (error) {
     const { stdout, stderr } = error as { stdout?: string; stderr?: string };
     throw new Error(`serverless package failed:\n${stdout ?? ''}\n${stderr ?? ''}`, { cause: error });
@@ -172,7 +196,8 @@ async function packageOnce(): Promise<PackagedService> {
     if (current === hash) return;
     const fresh = `${OUT}.${process.pid}`;
     await rm(fresh, { recursive: true, force: true });
-    await runPackage(fresh, args);
+    await copyService(SERVICE_COPY);
+    await runPackage(SERVICE_COPY, fresh, args);
     await writeFile(join(fresh, STAMP), hash);
     await rm(OUT, { recursive: true, force: true });
     await rename(fresh, OUT);

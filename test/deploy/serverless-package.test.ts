@@ -208,13 +208,24 @@ describe('serverless package', () => {
     });
 
     it('lets the multi-model function read the model prefix, and nothing else', () => {
-      if (models.multiModel?.enabled !== true) return;
+      expect(models.multiModel?.enabled).toBe(true);
       const { statements } = roleOf(functionResource('infer'));
       expect(statements).toEqual([logs('infer'), ...readPrefix('models')]);
     });
 
     it('lets the batch function read its input, write its output, read models and invoke only itself', () => {
-      if (models.batch?.enabled !== true) return;
+      if (models.batch?.enabled !== true) {
+        // Off in deploy/models.yml: then nothing in the stack may write objects or invoke a function
+        // (the statements themselves are checked in deploy-stack.test.ts).
+        const granted = Object.values(template.Resources)
+          .flatMap(inlineStatements)
+          .filter((statement) => statement.Effect === 'Allow')
+          .flatMap((statement) => [statement.Action ?? []].flat());
+        expect(granted.filter((action) => action === 's3:PutObject' || action.startsWith('lambda:'))).toEqual(
+          [],
+        );
+        return;
+      }
       const { statements } = roleOf(functionResource('batch'));
       expect(statements).toEqual([
         logs('batch'),
