@@ -151,9 +151,11 @@ async function copyService(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
   for (const input of INPUTS) {
-    await cp(join(ROOT, input), join(dir, input), { recursive: true }).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'ENOENT') throw error;
-    });
+    await cp(join(ROOT, input), join(dir, input), { recursive: true }).catch(
+      (error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') throw error;
+      },
+    );
   }
   await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir');
 }
