@@ -361,7 +361,6 @@ function buildStack(settings, options = {}) {
 
   const batch = catalogue.batch ?? {};
   const batchEnabled = isTrue(batch.enabled);
-  let batchPrefixes;
   if (batchEnabled) {
     const input = normalisePrefix('batchInputPrefix', settings.batchInputPrefix);
     const output = normalisePrefix('batchOutputPrefix', settings.batchOutputPrefix);
@@ -375,7 +374,6 @@ function buildStack(settings, options = {}) {
         fail(`the prefixes '${a}' and '${b}' overlap; model, input and output must be apart`);
     }
     if (!batchSourceExists) fail(`batch.enabled is true but ${BATCH_SOURCE} does not exist`);
-    batchPrefixes = { input, output };
     const size = sizing(BATCH_DEFAULTS, batch, stage);
     checkSizing('batch', size, 900);
     const rules = [{ prefix: `${input}/` }];
@@ -442,15 +440,6 @@ function buildStack(settings, options = {}) {
     functions,
     resources: { Resources: resources },
     httpApiAuthorizers,
-    summary: {
-      bucket,
-      createBucket,
-      modelPrefix,
-      models: [...modelNames],
-      multiModel: multiEnabled,
-      batch: batchPrefixes === undefined ? false : { ...batchPrefixes },
-      auth,
-    },
   };
 }
 

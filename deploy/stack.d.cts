@@ -87,7 +87,6 @@ export interface Stack {
   readonly functions: Readonly<Record<string, FunctionDefinition>>;
   readonly resources: { readonly Resources: Readonly<Record<string, CfResource>> };
   readonly httpApiAuthorizers: Readonly<Record<string, Record<string, unknown>>>;
-  readonly summary: Record<string, unknown>;
 }
 
 export function buildStack(
