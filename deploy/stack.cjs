@@ -391,6 +391,10 @@ function buildStack(settings, options = {}) {
           ...body,
           handler: BATCH_HANDLER,
           layers: [LAYER_REF],
+          // It continues long inputs by invoking itself: Lambda's recursive-loop detection would stop the
+          // chain after 16 links, so it is allowed here; reserved concurrency and the function's own
+          // continuation bound are the guard rails.
+          recursiveLoop: 'Allow',
           events: [{ s3: { bucket, event: 's3:ObjectCreated:*', rules, existing: !createBucket } }],
         };
       },

@@ -66,6 +66,7 @@ export interface FunctionDefinition {
   readonly reservedConcurrency?: number;
   readonly provisionedConcurrency?: number;
   readonly role: string;
+  readonly recursiveLoop?: 'Allow' | 'Terminate';
   readonly environment: Readonly<Record<string, string>>;
   readonly events: readonly (HttpApiEvent | S3Event)[];
 }

@@ -131,6 +131,7 @@ describe('buildStack', () => {
     const batch = stack.functions.batch;
     expect(batch?.handler).toBe('functions/batch/handler.handler');
     expect(batch?.timeout).toBe(900);
+    expect(batch?.recursiveLoop).toBe('Allow');
     expect(batch?.environment).toMatchObject({
       ONNX_SERVE_BATCH_INPUT_PREFIX: 's3://my-models/batch/in',
       ONNX_SERVE_BATCH_OUTPUT_PREFIX: 's3://my-models/batch/out',
