@@ -3,7 +3,7 @@ import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { ModelLoadError, ModelNotFoundError } from '../core/errors';
 import { assertModelName, assertVersion, isValidModelName } from '../core/names';
-import { ARTIFACT_FILE, type ArtifactFormat, type ConfigDocument, type ModelStore } from '../core/ports';
+import { type ArtifactFormat, artifactFile, type ConfigDocument, type ModelStore } from '../core/ports';
 
 /**
  * The model repository in a local folder: the embedded default of the local server and of tests.
@@ -59,10 +59,11 @@ export class FileModelStore implements ModelStore {
     version: string,
     format: ArtifactFormat,
     size: number,
+    variant?: string,
   ): Promise<Uint8Array> {
     assertModelName(model);
     assertVersion(model, version);
-    const file = ARTIFACT_FILE[format];
+    const file = artifactFile(format, variant);
     const what = `model '${model}' version '${version}'`;
     if (!Number.isSafeInteger(size) || size <= 0 || size > bufferConstants.MAX_LENGTH) {
       throw new ModelLoadError(`${what}: ${file} size ${size} cannot be read into memory`);

@@ -31,6 +31,17 @@ export class PowertoolsTelemetry implements Telemetry {
         });
         m?.addMetric('ModelLoadFailures', MetricUnit.Count, 1);
         return;
+      case 'provider-fallback':
+        // Not an error: the model still loads on a later provider (e.g. CPU where CUDA is missing).
+        this.logger.warn('execution provider could not load the model, trying the next one', {
+          model: event.model,
+          version: event.version,
+          provider: event.provider,
+          variant: event.variant,
+          error: event.error,
+        });
+        m?.addMetric('ProviderFallbacks', MetricUnit.Count, 1);
+        return;
       case 'model-evicted':
         this.logger.info('model evicted', { ...event });
         m?.addMetric('ModelEvictions', MetricUnit.Count, 1);

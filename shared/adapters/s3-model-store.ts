@@ -8,7 +8,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { ConfigError, ModelLoadError, ModelNotFoundError, ServingError } from '../core/errors';
 import { assertModelName, assertVersion, isValidModelName } from '../core/names';
-import { ARTIFACT_FILE, type ArtifactFormat, type ConfigDocument, type ModelStore } from '../core/ports';
+import { type ArtifactFormat, artifactFile, type ConfigDocument, type ModelStore } from '../core/ports';
 
 /** Options of {@link S3ModelStore}. */
 export interface S3ModelStoreOptions {
@@ -114,10 +114,11 @@ export class S3ModelStore implements ModelStore {
     version: string,
     format: ArtifactFormat,
     size: number,
+    variant?: string,
   ): Promise<Uint8Array> {
     assertModelName(model);
     assertVersion(model, version);
-    const file = ARTIFACT_FILE[format];
+    const file = artifactFile(format, variant);
     const key = this.key(model, version, file);
     if (!Number.isSafeInteger(size) || size <= 0 || size > bufferConstants.MAX_LENGTH) {
       throw new ModelLoadError(

@@ -7,8 +7,9 @@
  *   "name": "linear",
  *   "maxBatchSize": 64,
  *   "defaultVersion": "1",
- *   "versions": { "1": { "sha256": "…", "size": 1234, "ort": { "sha256": "…", "size": 2345 } } },
- *   "session": { "graphOptimizationLevel": "all", "executionProviders": ["cpu"], "warmup": true },
+ *   "versions": { "1": { "sha256": "…", "size": 1234, "ort": { "sha256": "…", "size": 2345 },
+ *     "variants": { "fp16": { "sha256": "…", "size": 617, "providers": ["tensorrt", "cuda"] } } } },
+ *   "session": { "graphOptimizationLevel": "all", "executionProviders": ["tensorrt", "cuda", "cpu"] },
  *   "dynamicBatching": { "maxBatchSize": 32, "maxQueueDelayMs": 5, "maxQueueSize": 256 }
  * }
  */
@@ -22,9 +23,17 @@ export interface ArtifactInfo {
   readonly size: number;
 }
 
+/** A precision variant of a version (e.g. FP16 for GPUs), stored as `<version>/model.<name>.onnx`. */
+export interface VariantInfo extends ArtifactInfo {
+  /** The execution providers this file is for, e.g. `['cuda', 'tensorrt']`. */
+  readonly providers: readonly string[];
+}
+
 export interface VersionInfo extends ArtifactInfo {
   /** An ORT-format copy written by `models optimize`; preferred when `session.preferOrtFormat` is on. */
   readonly ort?: ArtifactInfo;
+  /** Variants by name; the loader tries a variant with the providers it lists (see model-loader.ts). */
+  readonly variants?: Readonly<Record<string, VariantInfo>>;
 }
 
 export interface ModelSessionConfig {
@@ -142,9 +151,43 @@ function readVersions(raw: unknown, problems: string[]): Record<string, VersionI
     if (artifact === undefined || !isObject(info)) continue;
     const ort =
       info.ort === undefined ? undefined : readArtifact(`versions.${version}.ort`, info.ort, problems);
-    versions[version] = ort === undefined ? artifact : { ...artifact, ort };
+    const variants =
+      info.variants === undefined
+        ? undefined
+        : readVariants(`versions.${version}.variants`, info.variants, problems);
+    versions[version] = {
+      ...artifact,
+      ...(ort === undefined ? {} : { ort }),
+      ...(variants === undefined ? {} : { variants }),
+    };
   }
   return versions;
+}
+
+const VARIANT_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
+
+function readVariants(where: string, raw: unknown, problems: string[]): Record<string, VariantInfo> {
+  const variants: Record<string, VariantInfo> = {};
+  if (!isObject(raw)) {
+    problems.push(`'${where}' must be an object of variants by name`);
+    return variants;
+  }
+  for (const [name, info] of Object.entries(raw)) {
+    if (!VARIANT_NAME.test(name)) {
+      problems.push(`'${where}': variant name '${name}' must be lowercase letters, digits, '-' or '_'`);
+      continue;
+    }
+    const artifact = readArtifact(`${where}.${name}`, info, problems);
+    const providers = isObject(info) ? info.providers : undefined;
+    const ok =
+      Array.isArray(providers) &&
+      providers.length > 0 &&
+      providers.every((p) => typeof p === 'string' && p.length > 0);
+    if (!ok) problems.push(`'${where}.${name}.providers' must be a non-empty array of provider names`);
+    if (artifact === undefined || !ok) continue;
+    variants[name] = { ...artifact, providers: (providers as string[]).map((p) => p.toLowerCase()) };
+  }
+  return variants;
 }
 
 function readArtifact(where: string, raw: unknown, problems: string[]): ArtifactInfo | undefined {

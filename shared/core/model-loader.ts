@@ -9,6 +9,7 @@ import { IntegrityError, ModelLoadError, ServingError } from './errors';
 import type { ResolvedModel } from './model-registry';
 import type {
   ArtifactCache,
+  ArtifactFormat,
   Clock,
   EngineSessionOptions,
   InferenceEngine,
@@ -43,41 +44,25 @@ export class ModelLoader {
     this.#clock = options.clock ?? performanceNow;
   }
 
+  /**
+   * Loads `resolved` with the first execution provider of its config that loads (see {@link loadPlan} for
+   * precision variants). A provider that fails is reported as a `provider-fallback` event, not an error;
+   * only when the last one fails too does the load fail.
+   */
   async load(resolved: ResolvedModel): Promise<LoadedModel> {
-    const { config, version, format, sha256, size } = resolved;
+    const { config, version } = resolved;
     const name = config.name;
     try {
-      const t0 = this.#clock();
-      let bytes = await this.#diskCache?.get(sha256, size);
-      const source = bytes === undefined ? 'store' : 'disk';
-      bytes ??= await this.#store.readArtifact(name, version, format, size);
-      const t1 = this.#clock();
-      const actual = sha256Hex(bytes);
-      if (actual !== sha256) {
-        throw new IntegrityError(
-          `model '${name}' version ${version}: ${format} file failed its integrity check (sha256 ${actual.slice(0, 12)}… does not match config.json)`,
-        );
+      const attempts = loadPlan(resolved);
+      for (const [i, attempt] of attempts.entries()) {
+        try {
+          return await this.#loadAttempt(resolved, attempt);
+        } catch (error) {
+          if (i === attempts.length - 1) throw error;
+          for (const provider of attempt.providers) this.#fallback(name, version, provider, attempt, error);
+        }
       }
-      const t2 = this.#clock();
-      if (source === 'store') this.#writeToDisk(sha256, bytes);
-      const model = await this.#engine.load({ bytes, format }, engineOptions(resolved));
-      const t3 = this.#clock();
-      if (config.session.warmup) await this.#warmUp(model, name, version);
-      const t4 = this.#clock();
-      this.#telemetry.emit({
-        type: 'model-loaded',
-        model: name,
-        version,
-        format,
-        source,
-        bytes: size,
-        downloadMs: t1 - t0,
-        verifyMs: t2 - t1,
-        createMs: t3 - t2,
-        warmupMs: t4 - t3,
-        provider: model.provider,
-      });
-      return model;
+      throw new ModelLoadError(`model '${name}' version ${version}: no execution provider configured`);
     } catch (error) {
       const failure =
         error instanceof ServingError
@@ -86,6 +71,59 @@ export class ModelLoader {
       this.#telemetry.emit({ type: 'model-load-failed', model: name, version, error: failure });
       throw failure;
     }
+  }
+
+  async #loadAttempt(resolved: ResolvedModel, attempt: LoadAttempt): Promise<LoadedModel> {
+    const { config, version } = resolved;
+    const { format, sha256, size, variant } = attempt;
+    const name = config.name;
+    const t0 = this.#clock();
+    let bytes = await this.#diskCache?.get(sha256, size);
+    const source = bytes === undefined ? 'store' : 'disk';
+    bytes ??= await this.#store.readArtifact(name, version, format, size, variant);
+    const t1 = this.#clock();
+    const actual = sha256Hex(bytes);
+    if (actual !== sha256) {
+      const file = variant === undefined ? `${format} file` : `${variant} variant`;
+      throw new IntegrityError(
+        `model '${name}' version ${version}: ${file} failed its integrity check (sha256 ${actual.slice(0, 12)}… does not match config.json)`,
+      );
+    }
+    const t2 = this.#clock();
+    if (source === 'store') this.#writeToDisk(sha256, bytes);
+    const model = await this.#engine.load({ bytes, format }, engineOptions(resolved, attempt));
+    const t3 = this.#clock();
+    if (config.session.warmup) await this.#warmUp(model, name, version);
+    const t4 = this.#clock();
+    for (const failed of model.fallbacks ?? []) {
+      this.#fallback(name, version, failed.provider, attempt, failed.error);
+    }
+    this.#telemetry.emit({
+      type: 'model-loaded',
+      model: name,
+      version,
+      format,
+      source,
+      bytes: size,
+      downloadMs: t1 - t0,
+      verifyMs: t2 - t1,
+      createMs: t3 - t2,
+      warmupMs: t4 - t3,
+      provider: model.provider,
+      ...(variant === undefined ? {} : { variant }),
+    });
+    return model;
+  }
+
+  #fallback(model: string, version: string, provider: string, attempt: LoadAttempt, error: unknown): void {
+    this.#telemetry.emit({
+      type: 'provider-fallback',
+      model,
+      version,
+      provider,
+      ...(attempt.variant === undefined ? {} : { variant: attempt.variant }),
+      error: asError(error),
+    });
   }
 
   /** Resolves when the background disk writes started so far have finished (tests, shutdown). */
@@ -115,14 +153,50 @@ export class ModelLoader {
   }
 }
 
-function engineOptions(resolved: ResolvedModel): EngineSessionOptions {
+/** One try of {@link ModelLoader.load}: a file of the version and the providers it is tried with, in order. */
+export interface LoadAttempt {
+  /** A precision variant's name, or `undefined` for the version's file (`resolved.format`). */
+  readonly variant: string | undefined;
+  readonly format: ArtifactFormat;
+  readonly sha256: string;
+  readonly size: number;
+  readonly providers: readonly string[];
+}
+
+/**
+ * The order in which a version is tried. Which provider will load is only known by trying, so the plan
+ * walks the model's `executionProviders` in order and pairs each with the variant that lists it, else with
+ * the version's file; neighbours that share a file become one engine call. E.g. providers
+ * `['tensorrt', 'cuda', 'cpu']` and an `fp16` variant for `['cuda', 'tensorrt']` give: `fp16` with
+ * `['tensorrt', 'cuda']`, then the default file with `['cpu']`.
+ */
+export function loadPlan(resolved: ResolvedModel): LoadAttempt[] {
+  const variants = Object.entries(resolved.config.versions[resolved.version]?.variants ?? {});
+  const attempts: LoadAttempt[] = [];
+  for (const provider of resolved.config.session.executionProviders) {
+    const found = variants.find(([, info]) => info.providers.includes(provider));
+    const last = attempts.at(-1);
+    if (last !== undefined && last.variant === found?.[0]) {
+      attempts[attempts.length - 1] = { ...last, providers: [...last.providers, provider] };
+    } else if (found === undefined) {
+      const { format, sha256, size } = resolved;
+      attempts.push({ variant: undefined, format, sha256, size, providers: [provider] });
+    } else {
+      const [variant, { sha256, size }] = found;
+      attempts.push({ variant, format: 'onnx', sha256, size, providers: [provider] });
+    }
+  }
+  return attempts;
+}
+
+function engineOptions(resolved: ResolvedModel, attempt: LoadAttempt): EngineSessionOptions {
   const s = resolved.config.session;
-  const direct = resolved.format === 'ort' && s.useModelBytesDirectly;
+  const direct = attempt.format === 'ort' && s.useModelBytesDirectly;
   return {
     graphOptimizationLevel: s.graphOptimizationLevel,
     intraOpThreads: s.intraOpThreads,
     interOpThreads: s.interOpThreads,
-    executionProviders: s.executionProviders,
+    executionProviders: attempt.providers,
     useModelBytesDirectly: direct,
     // Prepacking copies the weights into new buffers, which defeats using the fetched bytes directly.
     disablePrepacking: s.disablePrepacking ?? direct,

@@ -18,6 +18,14 @@ export const ARTIFACT_FILE: Readonly<Record<ArtifactFormat, string>> = {
   ort: 'model.ort',
 };
 
+/**
+ * The file name of a version's artifact: `model.onnx`, `model.ort`, or for a precision variant (e.g.
+ * `fp16`, listed under `versions.<v>.variants` in config.json) `model.fp16.onnx`.
+ */
+export function artifactFile(format: ArtifactFormat, variant?: string): string {
+  return variant === undefined ? ARTIFACT_FILE[format] : `model.${variant}.${format}`;
+}
+
 /** Where models live: `<root>/<model>/config.json` and `<root>/<model>/<version>/model.onnx`. */
 export interface ModelStore {
   /** Human-readable location for logs, e.g. `s3://bucket/prefix` (never credentials). */
@@ -28,10 +36,17 @@ export interface ModelStore {
    */
   readConfig(model: string, etag?: string): Promise<ConfigDocument | 'not-modified' | undefined>;
   /**
-   * Reads one version file whose byte size is known from config.json. Throws {@link ModelNotFoundError}
-   * when it is missing and {@link ModelLoadError} when the store fails.
+   * Reads one version file whose byte size is known from config.json: {@link artifactFile} of `format`
+   * and `variant`. Throws {@link ModelNotFoundError} when it is missing and {@link ModelLoadError} when the
+   * store fails.
    */
-  readArtifact(model: string, version: string, format: ArtifactFormat, size: number): Promise<Uint8Array>;
+  readArtifact(
+    model: string,
+    version: string,
+    format: ArtifactFormat,
+    size: number,
+    variant?: string,
+  ): Promise<Uint8Array>;
   /** Names of the models in the repository (folders or prefixes that hold a config.json). */
   listModels(): Promise<string[]>;
 }
@@ -58,11 +73,19 @@ export interface EngineSessionOptions {
   readonly disablePrepacking: boolean;
 }
 
+/** An execution provider that was tried before the one that loaded, and why it failed. */
+export interface ProviderFailure {
+  readonly provider: string;
+  readonly error: Error;
+}
+
 /** A live session. `run` may be called concurrently; `release` is called once, when nothing runs. */
 export interface LoadedModel {
   readonly signature: ModelSignature;
   /** The execution provider that loaded, e.g. `cpu`. */
   readonly provider: string;
+  /** Providers the engine tried, in order, before {@link provider} loaded. */
+  readonly fallbacks?: readonly ProviderFailure[];
   run(feeds: Readonly<Record<string, Tensor>>, outputs?: readonly string[]): Promise<Record<string, Tensor>>;
   release(): Promise<void>;
 }
@@ -88,6 +111,17 @@ export type ServingEvent =
       readonly createMs: number;
       readonly warmupMs: number;
       readonly provider: string;
+      /** The precision variant that loaded (e.g. `fp16`); absent for the version's default file. */
+      readonly variant?: string;
+    }
+  | {
+      /** A provider of the model's list could not load; the next one is tried (a warning, not a failure). */
+      readonly type: 'provider-fallback';
+      readonly model: string;
+      readonly version: string;
+      readonly provider: string;
+      readonly variant?: string;
+      readonly error: Error;
     }
   | {
       readonly type: 'model-load-failed';
@@ -109,6 +143,30 @@ export type ServingEvent =
       readonly version: string;
       readonly ms: number;
       readonly batch: number;
+    }
+  | {
+      /** One HTTP inference request (infer or predict) answered; `outcome` is `success` or an error code. */
+      readonly type: 'request';
+      readonly model: string;
+      readonly outcome: string;
+      readonly status: number;
+      readonly ms: number;
+    }
+  | {
+      /** One engine run of the dynamic batcher: `rows` stacked from `requests` requests. */
+      readonly type: 'batch';
+      readonly model: string;
+      readonly version: string;
+      readonly rows: number;
+      readonly requests: number;
+      readonly ms: number;
+    }
+  | {
+      /** Requests waiting in the dynamic batcher's queue of a model version, after a change. */
+      readonly type: 'queue';
+      readonly model: string;
+      readonly version: string;
+      readonly depth: number;
     };
 
 export interface Telemetry {
