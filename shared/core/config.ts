@@ -40,6 +40,8 @@ export interface ServingConfig {
   /** HTTP server: answer 504 after this long. */
   readonly requestTimeoutMs: number;
   readonly server: { readonly host: string; readonly port: number; readonly shutdownGraceMs: number };
+  /** HTTP server: batch models whose config.json has `dynamicBatching` (`DYNAMIC_BATCHING=on|off`). */
+  readonly dynamicBatching: boolean;
   readonly preload: readonly string[];
   readonly logLevel: string;
 }
@@ -106,6 +108,7 @@ export function parseConfig(env: Env, facts: InstanceFacts): ServingConfig {
       port: read.int('PORT', portFallback, 0, 65535),
       shutdownGraceMs: read.int('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
     },
+    dynamicBatching: read.onOff('DYNAMIC_BATCHING', true),
     preload,
     logLevel,
   };
@@ -153,6 +156,13 @@ class EnvReader {
   string(key: string, fallback: string): string {
     const value = this.env[ENV_PREFIX + key]?.trim();
     return value === undefined || value === '' ? fallback : value;
+  }
+
+  /** `on` or `off` (any case). */
+  onOff(key: string, fallback: boolean): boolean {
+    const value = this.string(key, fallback ? 'on' : 'off').toLowerCase();
+    if (value !== 'on' && value !== 'off') this.problems.push(`${ENV_PREFIX}${key}: must be 'on' or 'off'`);
+    return value === 'on' || (value !== 'off' && fallback);
   }
 
   /** An integer in [min, max]; `prefixed` false reads a key outside our prefix (e.g. PORT). */

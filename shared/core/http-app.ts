@@ -12,6 +12,8 @@ import {
   ServingError,
 } from './errors';
 import type { InferenceService } from './inference-service';
+import type { Clock, Telemetry } from './ports';
+import { NO_TELEMETRY } from './ports';
 import { decodeInferRequest, encodeInferResponse } from './protocol/oip-codec';
 import { decodePredictRequest, encodePredictResponse } from './protocol/predict';
 
@@ -22,6 +24,8 @@ export interface HttpRequest {
   /** Lower-case header names. */
   readonly headers: Readonly<Record<string, string | undefined>>;
   readonly body: Uint8Array;
+  /** Aborts when the client is gone (the node:http door); queued work for it is then dropped. */
+  readonly signal?: AbortSignal | undefined;
 }
 
 export interface HttpResponse {
@@ -45,6 +49,9 @@ export interface HttpAppOptions {
   readonly isReady?: () => boolean;
   /** Called with every error that becomes a 500, to be logged whole. */
   readonly onUnexpectedError?: (error: unknown, request: HttpRequest) => void;
+  /** Receives a `request` event per inference request (model, outcome, status, latency). */
+  readonly telemetry?: Telemetry;
+  readonly clock?: Clock;
 }
 
 export type HttpApp = (request: HttpRequest) => Promise<HttpResponse>;
@@ -61,6 +68,8 @@ interface Route {
   readonly method: 'GET' | 'POST';
   readonly pattern: RegExp;
   readonly handler: Handler;
+  /** Reported as a `request` event: the inference routes. */
+  readonly inference?: true;
 }
 
 const MODEL = '(?<model>[^/]+)(?:/versions/(?<version>[^/]+))?';
@@ -110,13 +119,14 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
     {
       method: 'POST',
       pattern: new RegExp(`^/v2/models/${MODEL}/infer$`),
+      inference: true,
       handler: async (req, p) => {
         const decoded = decodeInferRequest(
           req.body,
           req.headers['inference-header-content-length'],
           service.limits,
         );
-        const response = await service.infer(modelOf(p), p.version, decoded);
+        const response = await service.infer(modelOf(p), p.version, decoded, req.signal);
         const encoded = encodeInferResponse(response, decoded);
         return { status: 200, headers: encoded.headers, body: encoded.body };
       },
@@ -124,31 +134,59 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
     {
       method: 'POST',
       pattern: new RegExp(`^(?:/v2/models/${MODEL})?/predict$`),
+      inference: true,
       handler: async (req, p) => {
-        const result = await service.inferWith(modelOf(p), p.version, (signature) =>
-          decodePredictRequest(req.body, signature, service.limits),
+        const result = await service.inferWith(
+          modelOf(p),
+          p.version,
+          (signature) => decodePredictRequest(req.body, signature, service.limits),
+          req.signal,
         );
         return { status: 200, headers: { ...JSON_HEADERS }, body: encodePredictResponse(result.outputs) };
       },
     },
   ];
 
+  const telemetry = options.telemetry ?? NO_TELEMETRY;
+  const clock = options.clock ?? (() => performance.now());
+  const report = (matched: Matched | undefined, started: number, outcome: string, status: number) => {
+    const model = matched?.route.inference ? (matched.params.model ?? pinnedModel) : undefined;
+    if (model === undefined) return;
+    telemetry.emit({ type: 'request', model, outcome, status, ms: clock() - started });
+  };
+
   return async (request) => {
+    const started = clock();
+    let matched: Matched | undefined;
     try {
       if (request.body.byteLength > options.maxBodyBytes) {
         throw new PayloadTooLargeError(
           `request body of ${request.body.byteLength} bytes is over the limit of ${options.maxBodyBytes}`,
         );
       }
-      const { route, params } = match(routes, request);
-      return await route.handler(request, params);
+      matched = match(routes, request);
+      const response = await matched.route.handler(request, matched.params);
+      report(matched, started, 'success', response.status);
+      return response;
     } catch (error) {
-      return errorResponse(error, request, options.onUnexpectedError);
+      const response = errorResponse(error, request, options.onUnexpectedError);
+      report(
+        matched,
+        started,
+        error instanceof ServingError ? error.code : 'internal_error',
+        response.status,
+      );
+      return response;
     }
   };
 }
 
-function match(routes: readonly Route[], request: HttpRequest): { route: Route; params: RouteParams } {
+interface Matched {
+  readonly route: Route;
+  readonly params: RouteParams;
+}
+
+function match(routes: readonly Route[], request: HttpRequest): Matched {
   const method = request.method.toUpperCase();
   let pathMatched = false;
   for (const route of routes) {

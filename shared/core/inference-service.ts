@@ -13,12 +13,16 @@ import type { InferInput, InferOutput, InferRequest, InferResponse } from './pro
 import type { ModelSignature, Tensor, TensorSpec } from './tensor';
 import { type CodecLimits, validateInputs, validateOutputs } from './validate-inputs';
 
-/** How a validated request reaches the engine: directly, or through a dynamic batcher (containers). */
+/**
+ * How a validated request reaches the engine: directly, or through a dynamic batcher (containers).
+ * `signal` aborts when the client is gone: a runner may then drop work it has not started.
+ */
 export type Runner = (
   model: LoadedModel,
   resolved: ResolvedModel,
   feeds: Record<string, Tensor>,
   outputs: readonly string[] | undefined,
+  signal?: AbortSignal,
 ) => Promise<Record<string, Tensor>>;
 
 export const DIRECT_RUNNER: Runner = (model, _resolved, feeds, outputs) => model.run(feeds, outputs);
@@ -113,14 +117,20 @@ export class InferenceService {
     return this.withModel(name, version, async (model) => model.signature);
   }
 
-  /** Validates and runs a decoded request. */
-  async infer(name: string, version: string | undefined, request: InferRequest): Promise<InferResponse> {
+  /** Validates and runs a decoded request; `signal` aborts when the client is gone. */
+  async infer(
+    name: string,
+    version: string | undefined,
+    request: InferRequest,
+    signal?: AbortSignal,
+  ): Promise<InferResponse> {
     return this.withModel(name, version, async (model, resolved) => {
       const outputs = await this.#run(
         model,
         resolved,
         request.inputs,
         request.outputs?.map((o) => o.name),
+        signal,
       );
       return {
         modelName: name,
@@ -136,10 +146,11 @@ export class InferenceService {
     name: string,
     version: string | undefined,
     build: (signature: ModelSignature) => InferInput[],
+    signal?: AbortSignal,
   ): Promise<{ version: string; outputs: InferOutput[] }> {
     return this.withModel(name, version, async (model, resolved) => ({
       version: resolved.version,
-      outputs: await this.#run(model, resolved, build(model.signature), undefined),
+      outputs: await this.#run(model, resolved, build(model.signature), undefined, signal),
     }));
   }
 
@@ -148,11 +159,12 @@ export class InferenceService {
     resolved: ResolvedModel,
     inputs: InferInput[],
     requested: readonly string[] | undefined,
+    signal: AbortSignal | undefined,
   ): Promise<InferOutput[]> {
     const feeds = validateInputs(inputs, model.signature, resolved.config.maxBatchSize, this.#limits);
     if (requested !== undefined) validateOutputs(requested, model.signature);
     const started = this.#clock();
-    const results = await this.#runner(model, resolved, feeds, requested);
+    const results = await this.#runner(model, resolved, feeds, requested, signal);
     this.#telemetry.emit({
       type: 'inference',
       model: resolved.config.name,
