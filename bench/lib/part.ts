@@ -1,0 +1,61 @@
+/** The contract between bench/run.ts and each part: options in, tables and JSON-ready figures out. */
+import type { Table } from './table';
+
+export const PART_NAMES = ['cold', 'overhead', 'batch', 'dynamic', 'size'] as const;
+export type PartName = (typeof PART_NAMES)[number];
+
+export interface PartOptions {
+  /** The tiny configuration of the test suite: smallest models, fewest runs. */
+  readonly quick: boolean;
+  /** Repetitions of each measurement (each figure is the median over them). */
+  readonly runs: number;
+  /** Repository root (the bench reads `dist/` and `node_modules/` from it). */
+  readonly root: string;
+  /** A temporary folder of this run, removed afterwards. */
+  readonly workDir: string;
+  /** Progress lines (stderr). */
+  readonly log: (message: string) => void;
+}
+
+/** A goal of the issue, checked against a measured figure. */
+export interface Target {
+  readonly name: string;
+  readonly value: number;
+  readonly comparison: '<=' | '>=';
+  readonly limit: number;
+  readonly met: boolean;
+}
+
+/** Builds a {@link Target}. */
+export function target(name: string, value: number, comparison: '<=' | '>=', limit: number): Target {
+  return { name, value, comparison, limit, met: comparison === '<=' ? value <= limit : value >= limit };
+}
+
+/** `met` or `MISSED`, for a table's target column. */
+export function verdict(targets: readonly Target[]): string {
+  if (targets.length === 0) return '';
+  return targets.every((t) => t.met) ? 'met' : 'MISSED';
+}
+
+export interface PartResult {
+  readonly part: PartName;
+  /** False when the part could not run here; `reason` says why and nothing is measured. */
+  readonly available: boolean;
+  readonly reason?: string;
+  readonly tables: readonly Table[];
+  readonly targets: readonly Target[];
+  /** The part's figures (summaries and their samples), written to its JSON file. */
+  readonly data: Readonly<Record<string, unknown>>;
+}
+
+/** A part that cannot run: prints `not available: <reason>` instead of a figure. */
+export function unavailable(part: PartName, reason: string): PartResult {
+  return {
+    part,
+    available: false,
+    reason,
+    tables: [{ title: `${part}: not available: ${reason}`, columns: [], rows: [] }],
+    targets: [],
+    data: {},
+  };
+}

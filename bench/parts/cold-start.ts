@@ -1,0 +1,338 @@
+/**
+ * Part 1, cold start: a fresh Node process per sample, models in s3rver on loopback; time from the spawn
+ * to the first correct answer through the bundled infer handler (ours), against the naive way (GetObject
+ * to /tmp, session from the path) and the floor (session from a file already on disk).
+ */
+import { existsSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { apiEvent } from '../../test/support/api-gateway';
+import { type ChildRun, runChild } from '../lib/child';
+import type { BaselineSpec, ColdSampleReport } from '../lib/cold-protocol';
+import { benchInput, elements } from '../lib/input';
+import { type BenchModel, type ModelSpec, prepareModel } from '../lib/models';
+import { type PartOptions, type PartResult, type Target, target, verdict } from '../lib/part';
+import { type BenchRepository, startRepository } from '../lib/repository';
+import { type Summary, summarize } from '../lib/stats';
+import { formatSummary, type Table } from '../lib/table';
+
+const VARIANTS = ['ours-ort', 'ours-onnx', 'naive', 'floor'] as const;
+type Variant = (typeof VARIANTS)[number];
+
+const VARIANT_LABEL: Readonly<Record<Variant, string>> = {
+  'ours-ort': 'ours, .ort',
+  'ours-onnx': 'ours, .onnx',
+  naive: 'naive (GetObject to /tmp)',
+  floor: 'floor (file on disk)',
+};
+
+/** Phases of a sample, ms; they add up to the total. */
+const PHASES = ['process', 'modules', 'download', 'verify', 'create', 'warmup', 'firstRun'] as const;
+type Phase = (typeof PHASES)[number];
+
+/** The models whose targets the issue sets (ORT variant of the 50 and 200 MB MLPs). */
+const TARGET_MODELS = new Set(['mlp-50mb', 'mlp-200mb']);
+const NAIVE_RATIO_LIMIT = 0.6;
+const FLOOR_RATIO_LIMIT = 1.1;
+
+/** The deployed environment of the functions (serverless.yml) sets this; ours runs as deployed. */
+const DEPLOYED_NODE_OPTIONS = ['--enable-source-maps'];
+/** A function of 3,538 MB gets two vCPUs on Lambda, as many as this bench machine has. */
+const LAMBDA_MEMORY_MB = '3538';
+
+interface Sample {
+  readonly totalMs: number;
+  readonly phases: Readonly<Record<Phase, number>>;
+  readonly peakRssMB: number;
+}
+
+/** Figures of one model and variant. */
+export interface ColdStartRow {
+  readonly model: string;
+  readonly description: string;
+  readonly variant: Variant;
+  readonly totalMs: Summary;
+  readonly phasesMs: Readonly<Record<Phase, Summary>>;
+  readonly peakRssMB: Summary;
+  /** Per run, ours over the baseline of the same run (ours variants only). */
+  readonly vsNaive?: Summary;
+  readonly vsFloor?: Summary;
+  readonly samples: readonly Sample[];
+}
+
+function modelSpecs(quick: boolean): ModelSpec[] {
+  if (quick) return [{ kind: 'mlp', weightMB: 1 }];
+  return [
+    { kind: 'text-direction', height: 48, width: 192 },
+    { kind: 'mlp', weightMB: 1 },
+    { kind: 'mlp', weightMB: 50 },
+    { kind: 'mlp', weightMB: 200 },
+  ];
+}
+
+export async function runColdStart(options: PartOptions): Promise<PartResult> {
+  const { root, workDir, log } = options;
+  const handler = join(root, 'dist/infer/index.js');
+  const child = join(root, 'dist/bench/children/cold-start.js');
+  const baselines = {
+    naive: join(root, 'dist/bench/children/cold-naive.js'),
+    floor: join(root, 'dist/bench/children/cold-floor.js'),
+  };
+  for (const file of [handler, child, baselines.naive, baselines.floor]) {
+    if (!existsSync(file))
+      throw new Error(`${file} is missing: run 'node tools/build.mjs && node bench/build.mjs'`);
+  }
+  const repo = await startRepository();
+  try {
+    const models: BenchModel[] = [];
+    for (const spec of modelSpecs(options.quick)) {
+      const started = performance.now();
+      const model = await prepareModel(workDir, spec);
+      await repo.publish(model);
+      models.push(model);
+      log(`cold: ${model.name} ready (${((performance.now() - started) / 1000).toFixed(1)} s)`);
+    }
+    const sampler = new ColdSampler({ repo, workDir, handler, child, baselines });
+    // One throw-away sample warms the OS file cache (node, the onnxruntime library, the bundles) once,
+    // as every later sample finds it warm.
+    const first = models[0] as BenchModel;
+    await sampler.sample(first, 'ours-ort');
+    await sampler.sample(first, 'naive');
+
+    const samples = new Map<string, Sample[]>();
+    for (let run = 0; run < options.runs; run++) {
+      for (const model of models) {
+        for (const variant of VARIANTS) {
+          const sample = await sampler.sample(model, variant);
+          const key = `${model.name}/${variant}`;
+          samples.set(key, [...(samples.get(key) ?? []), sample]);
+        }
+      }
+      log(`cold: run ${run + 1}/${options.runs} done`);
+    }
+    return report(models, samples);
+  } finally {
+    await repo.close();
+  }
+}
+
+class ColdSampler {
+  readonly #expected = new Map<string, number[]>();
+
+  constructor(
+    private readonly setup: {
+      readonly repo: BenchRepository;
+      readonly workDir: string;
+      readonly handler: string;
+      readonly child: string;
+      readonly baselines: Readonly<Record<'naive' | 'floor', string>>;
+    },
+  ) {}
+
+  /** Runs one fresh process; the first floor sample of a model gives the output every later one must match. */
+  async sample(model: BenchModel, variant: Variant): Promise<Sample> {
+    const { repo, workDir } = this.setup;
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? workDir };
+    let run: ChildRun<ColdSampleReport>;
+    const downloadFile = join(workDir, `${model.name}.download.onnx`);
+    if (variant === 'ours-ort' || variant === 'ours-onnx') {
+      await repo.setPreferOrt(model, variant === 'ours-ort');
+      const eventFile = join(workDir, `${model.name}.event.json`);
+      if (!existsSync(eventFile)) await writeFile(eventFile, JSON.stringify(inferEvent(model)));
+      run = await runChild<ColdSampleReport>({
+        script: this.setup.child,
+        args: ['ours', this.setup.handler, eventFile],
+        nodeOptions: DEPLOYED_NODE_OPTIONS,
+        env: {
+          ...env,
+          ...repo.clientEnv,
+          AWS_LAMBDA_FUNCTION_NAME: 'infer',
+          AWS_LAMBDA_FUNCTION_MEMORY_SIZE: LAMBDA_MEMORY_MB,
+          ONNX_SERVE_MODEL_REPOSITORY: repo.url,
+          ONNX_SERVE_S3_ENDPOINT: repo.endpoint,
+          // A fresh instance has an empty /tmp: nothing to find there, nothing worth writing.
+          ONNX_SERVE_DISK_CACHE_MB: '0',
+          ONNX_SERVE_LOG_LEVEL: 'INFO',
+        },
+        timeoutMs: 120_000,
+        keepLine: (line) => line.message === 'model loaded',
+      });
+    } else {
+      const spec: BaselineSpec =
+        variant === 'floor'
+          ? { input: model.input, modelFile: model.onnx.file }
+          : {
+              input: model.input,
+              download: {
+                endpoint: repo.endpoint,
+                bucket: repo.bucket,
+                key: repo.key(model.name, '1/model.onnx'),
+                file: downloadFile,
+              },
+            };
+      const specFile = join(workDir, `${model.name}.${variant}.json`);
+      await writeFile(specFile, JSON.stringify(spec));
+      run = await runChild<ColdSampleReport>({
+        script: this.setup.child,
+        args: [variant, this.setup.baselines[variant], specFile],
+        env: { ...env, ...repo.clientEnv },
+        timeoutMs: 120_000,
+      });
+      await rm(downloadFile, { force: true });
+    }
+    this.#check(model, variant, run.result.output);
+    return toSample(variant, run);
+  }
+
+  #check(model: BenchModel, variant: Variant, output: readonly number[]): void {
+    const expected = this.#expected.get(model.name);
+    if (expected === undefined) {
+      if (variant === 'floor') this.#expected.set(model.name, [...output]);
+      return;
+    }
+    const bad = expected.findIndex(
+      (e, i) => !(Math.abs((output[i] ?? Number.NaN) - e) <= 1e-3 + 1e-3 * Math.abs(e)),
+    );
+    if (bad !== -1 || output.length !== expected.length) {
+      throw new Error(
+        `cold start of ${model.name} (${variant}) answered wrongly: element ${bad} is ${output[bad]}, the floor run gave ${expected[bad]}`,
+      );
+    }
+  }
+}
+
+function inferEvent(model: BenchModel) {
+  const body = JSON.stringify({
+    id: 'cold-start',
+    inputs: [
+      {
+        name: model.input.name,
+        datatype: 'FP32',
+        shape: model.input.shape,
+        data: Array.from(benchInput(elements(model.input.shape))),
+      },
+    ],
+  });
+  return apiEvent('http-v2', 'POST', `/v2/models/${model.name}/infer`, { body });
+}
+
+function toSample(variant: Variant, run: ChildRun<ColdSampleReport>): Sample {
+  const r = run.result;
+  const entry = r.timeOrigin + r.entryAt;
+  const invocationMs = r.doneAt - r.loadedAt;
+  const phases: Record<Phase, number> = {
+    process: entry - run.spawnedAt,
+    modules: r.loadedAt - r.entryAt,
+    download: 0,
+    verify: 0,
+    create: 0,
+    warmup: 0,
+    firstRun: 0,
+  };
+  if (variant === 'ours-ort' || variant === 'ours-onnx') {
+    const loaded = run.lines[0];
+    if (loaded === undefined) throw new Error(`the ${variant} child logged no 'model loaded' line`);
+    phases.download = Number(loaded.downloadMs);
+    phases.verify = Number(loaded.verifyMs);
+    phases.create = Number(loaded.createMs);
+    phases.warmup = Number(loaded.warmupMs);
+  } else {
+    phases.download = r.phases.downloadMs ?? 0;
+    phases.create = r.phases.createMs ?? 0;
+  }
+  // Whatever the invocation spent outside the load: config.json, decode, the run itself, encode.
+  phases.firstRun = invocationMs - phases.download - phases.verify - phases.create - phases.warmup;
+  return {
+    totalMs: r.timeOrigin + r.doneAt - run.spawnedAt,
+    phases,
+    peakRssMB: r.peakRssKiB / 1024,
+  };
+}
+
+function report(models: readonly BenchModel[], samples: ReadonlyMap<string, readonly Sample[]>): PartResult {
+  const rows: ColdStartRow[] = [];
+  const targets: Target[] = [];
+  for (const model of models) {
+    const of = (variant: Variant) => samples.get(`${model.name}/${variant}`) ?? [];
+    for (const variant of VARIANTS) {
+      const list = of(variant);
+      const ratio = (baseline: Variant) =>
+        summarize(list.map((s, i) => s.totalMs / (of(baseline)[i] as Sample).totalMs));
+      const ours = variant === 'ours-ort' || variant === 'ours-onnx';
+      const row: ColdStartRow = {
+        model: model.name,
+        description: model.description,
+        variant,
+        totalMs: summarize(list.map((s) => s.totalMs)),
+        phasesMs: Object.fromEntries(
+          PHASES.map((p) => [p, summarize(list.map((s) => s.phases[p]))]),
+        ) as Record<Phase, Summary>,
+        peakRssMB: summarize(list.map((s) => s.peakRssMB)),
+        ...(ours ? { vsNaive: ratio('naive'), vsFloor: ratio('floor') } : {}),
+        samples: list,
+      };
+      rows.push(row);
+      if (variant === 'ours-ort' && TARGET_MODELS.has(model.name) && row.vsNaive && row.vsFloor) {
+        targets.push(
+          target(`${model.name} ours (.ort) / naive`, row.vsNaive.median, '<=', NAIVE_RATIO_LIMIT),
+          target(`${model.name} ours (.ort) / floor`, row.vsFloor.median, '<=', FLOOR_RATIO_LIMIT),
+        );
+      }
+    }
+  }
+  const targetsOf = (row: ColdStartRow) =>
+    targets.filter((t) => t.name.startsWith(`${row.model} `) && row.variant === 'ours-ort');
+  const totals: Table = {
+    title: 'Cold start: process start to the first correct answer (ms; median (min–max) over runs)',
+    columns: ['model', 'variant', 'total ms', 'peak RSS MB', 'ours/naive', 'ours/floor', 'target'],
+    rows: rows.map((row) => [
+      row.model,
+      VARIANT_LABEL[row.variant],
+      formatSummary(row.totalMs),
+      formatSummary(row.peakRssMB),
+      formatSummary(row.vsNaive, 2),
+      formatSummary(row.vsFloor, 2),
+      targetsOf(row).length > 0 ? verdict(targetsOf(row)) : '',
+    ]),
+    notes: [
+      `Targets (50 and 200 MB, ours from the ORT copy): ours/naive <= ${NAIVE_RATIO_LIMIT}, ours/floor <= ${FLOOR_RATIO_LIMIT}.`,
+      ...models.map(
+        (m) =>
+          `${m.name}: ${m.description}; .onnx ${(m.onnx.size / 1e6).toFixed(1)} MB, .ort ${(m.ort.size / 1e6).toFixed(1)} MB`,
+      ),
+    ],
+  };
+  const split: Table = {
+    title: 'Cold start split (ms, medians)',
+    columns: [
+      'model',
+      'variant',
+      'process',
+      'modules',
+      'download',
+      'sha256',
+      'create',
+      'warm-up',
+      'first run',
+      'total',
+    ],
+    rows: rows.map((row) => [
+      row.model,
+      VARIANT_LABEL[row.variant],
+      ...PHASES.map((p) => row.phasesMs[p].median.toFixed(0)),
+      row.totalMs.median.toFixed(0),
+    ]),
+    notes: [
+      'process: spawn to the first line of the child (exec and Node start-up); modules: require of the handler bundle',
+      '(ours: SDK, Powertools, middy, onnxruntime-node) or of the baseline; first run: the rest of the invocation',
+      '(ours: config.json GET, request decode, the run, encode). The split of ours comes from its "model loaded" log line.',
+    ],
+  };
+  return {
+    part: 'cold',
+    available: true,
+    tables: [totals, split],
+    targets,
+    data: { models, rows },
+  };
+}

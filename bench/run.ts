@@ -1,0 +1,125 @@
+/**
+ * `npm run bench [-- part...] [--quick] [--runs N] [--out dir]`: runs the benchmarks of issue #7 (cold start,
+ * request overhead, batch throughput, dynamic batching, size), prints a table per part and writes
+ * `<out>/<part>.json` and `<out>/<part>.md` (default `bench/results/`). Parts: cold, overhead, batch,
+ * dynamic, size; all when none is named. `--quick` is the tiny configuration the test suite runs.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { PART_NAMES, type PartName, type PartOptions, type PartResult } from './lib/part';
+import { renderMarkdown, renderTable } from './lib/table';
+import { runBatchThroughput } from './parts/batch-throughput';
+import { runColdStart } from './parts/cold-start';
+import { runDynamicBatching } from './parts/dynamic-batching';
+import { runRequestOverhead } from './parts/request-overhead';
+import { runSize } from './parts/size';
+
+const PARTS: Readonly<Record<PartName, (options: PartOptions) => Promise<PartResult>>> = {
+  cold: runColdStart,
+  overhead: runRequestOverhead,
+  batch: runBatchThroughput,
+  dynamic: runDynamicBatching,
+  size: runSize,
+};
+
+export interface BenchArgs {
+  readonly parts: readonly PartName[];
+  readonly quick: boolean;
+  readonly runs: number | undefined;
+  readonly out: string | undefined;
+}
+
+/** Parses the command line; throws with the usage on anything unknown. */
+export function parseArgs(argv: readonly string[]): BenchArgs {
+  const parts: PartName[] = [];
+  let quick = false;
+  let runs: number | undefined;
+  let out: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--quick') quick = true;
+    else if (arg === '--runs') {
+      runs = Number(argv[++i]);
+      if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs takes a positive integer`);
+    } else if (arg === '--out') {
+      out = argv[++i];
+      if (out === undefined) throw new Error('--out takes a folder');
+    } else if ((PART_NAMES as readonly string[]).includes(arg)) parts.push(arg as PartName);
+    else {
+      throw new Error(
+        `unknown argument '${arg}'; usage: run.js [${PART_NAMES.join('|')}]... [--quick] [--runs N] [--out dir]`,
+      );
+    }
+  }
+  return { parts: parts.length > 0 ? parts : [...PART_NAMES], quick, runs, out };
+}
+
+/** What the JSON files say about where they were measured. */
+export function machine() {
+  return {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Number((totalmem() / 2 ** 30).toFixed(1)),
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+  };
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  // dist/bench/run.js: the repository is two folders up.
+  const root = resolve(__dirname, '..', '..');
+  const out = resolve(args.out ?? join(root, 'bench', 'results'));
+  await mkdir(out, { recursive: true });
+  const runs = args.runs ?? (args.quick ? 1 : 5);
+  const command = `node dist/bench/run.js ${process.argv.slice(2).join(' ')}`.trim();
+  let failed = false;
+  for (const part of args.parts) {
+    const workDir = await mkdtemp(join(tmpdir(), `onnx-bench-${part}-`));
+    const startedAt = new Date();
+    const loadBefore = loadavg();
+    const log = (message: string) =>
+      process.stderr.write(`[${((Date.now() - startedAt.getTime()) / 1000).toFixed(1)}s] ${message}\n`);
+    let result: PartResult | undefined;
+    let error: string | undefined;
+    try {
+      result = await PARTS[part]({ quick: args.quick, runs, root, workDir, log });
+    } catch (e) {
+      error = e instanceof Error ? (e.stack ?? e.message) : String(e);
+      failed = true;
+    } finally {
+      await rm(workDir, { recursive: true, force: true });
+    }
+    const finishedAt = new Date();
+    const document = {
+      part,
+      command,
+      quick: args.quick,
+      runs,
+      startedAt: startedAt.toISOString(),
+      finishedAt: finishedAt.toISOString(),
+      durationMs: finishedAt.getTime() - startedAt.getTime(),
+      machine: machine(),
+      loadAverage: { before: loadBefore, after: loadavg() },
+      ...(result ?? { available: false, reason: `failed: ${error}`, tables: [], targets: [], data: {} }),
+      ...(error === undefined ? {} : { error }),
+    };
+    await writeFile(join(out, `${part}.json`), `${JSON.stringify(document, null, 2)}\n`);
+    if (result !== undefined) {
+      await writeFile(join(out, `${part}.md`), `${result.tables.map(renderMarkdown).join('\n\n')}\n`);
+      for (const table of result.tables) process.stdout.write(`\n${renderTable(table)}\n`);
+    } else {
+      process.stdout.write(`\n${part}: failed\n${error}\n`);
+    }
+  }
+  process.stdout.write(`\nresults in ${out}\n`);
+  if (failed) process.exitCode = 1;
+}
+
+if (require.main === module) {
+  main().catch((error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  });
+}
