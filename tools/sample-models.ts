@@ -12,11 +12,12 @@ import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/p
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { parseModelConfig } from '../shared/core/model-config';
-import { isValidModelName, isValidVersion } from '../shared/core/names';
 import { ARTIFACT_FILE } from '../shared/core/ports';
 import { buildLinearModel } from './onnx/model-builder';
 import { convertToOrtFormat } from './onnx/ort-format';
+import { parseConfigJson, updateModelConfig, versionsOf } from './repository/config-update';
+import { FolderRepositoryWriter } from './repository/folder-repository-writer';
+import { checkedSegments } from './repository/model-repository-writer';
 
 const TEXT_DIRECTION_FILE = 'assets/ch_ppocr_mobile_v2.0_cls_infer.onnx';
 
@@ -77,26 +78,31 @@ async function writeAtomically(file: string, data: Uint8Array | string): Promise
   await rename(temporary, file);
 }
 
-/** Writes `bytes` unless config.json already records them (same sha256) and the file has their size. */
-async function writeArtifact(file: string, bytes: Uint8Array, recorded: unknown): Promise<boolean> {
-  const info = { sha256: sha256(bytes), size: bytes.byteLength };
+/** Writes `bytes` as `file` of the version unless config.json records them and the file has their size. */
+async function writeArtifact(
+  writer: FolderRepositoryWriter,
+  [model, version, file]: [string, string, string],
+  bytes: Uint8Array,
+  recorded: unknown,
+): Promise<boolean> {
   const same =
     typeof recorded === 'object' &&
     recorded !== null &&
-    (recorded as Json).sha256 === info.sha256 &&
-    (await fileSize(file)) === info.size;
+    (recorded as Json).sha256 === sha256(bytes) &&
+    (await writer.statVersionFile(model, version, file)) === bytes.byteLength;
   if (same) return false;
-  await writeAtomically(file, bytes);
+  await writer.putVersionFile(model, version, file, bytes, { replace: true });
   return true;
 }
 
 /**
  * Writes `<repoDir>/<model>/<version>/model.onnx` (and `model.ort` when given) and records the version with
  * its sha256 and size in `<repoDir>/<model>/config.json`, creating or updating it. Unchanged files are not
- * rewritten. The result is checked with the serving parser before it is written.
+ * rewritten. The result is checked with the serving parser before it is written. Files and config.json go
+ * through {@link FolderRepositoryWriter} (temporary name, then rename; config.json under a lock).
  *
  * Serving treats a version as immutable; this is a tool for repositories being built, so writing a version
- * with different bytes replaces it.
+ * with different bytes replaces it (`models add` refuses to).
  *
  * @example
  * await writeModelVersion('models', 'linear', '1', buildLinearModel(), { configPatch: { maxBatchSize: 64 } });
@@ -108,38 +114,29 @@ export async function writeModelVersion(
   bytes: Uint8Array,
   options: WriteModelVersionOptions = {},
 ): Promise<WriteModelVersionResult> {
-  if (!isValidModelName(model)) throw new Error(`'${model}' is not a valid model name`);
-  if (!isValidVersion(version)) throw new Error(`'${version}' is not a valid version (a positive integer)`);
-  const modelDir = join(repoDir, model);
-  const configFile = join(modelDir, 'config.json');
-  const existing = await readJson(configFile);
-  const existingVersions = (existing?.value.versions ?? {}) as Json;
-  const recorded = existingVersions[version] as Json | undefined;
+  checkedSegments(model, version);
+  const writer = new FolderRepositoryWriter(repoDir, { create: true });
+  const existing = await writer.readConfig(model);
+  const recorded = versionsOf(existing && parseConfigJson(model, existing.text))[version];
 
-  let changed = await writeArtifact(join(modelDir, version, ARTIFACT_FILE.onnx), bytes, recorded);
+  let changed = await writeArtifact(writer, [model, version, ARTIFACT_FILE.onnx], bytes, recorded);
   const entry: Json = { sha256: sha256(bytes), size: bytes.byteLength };
   if (options.ortBytes !== undefined) {
-    const ortFile = join(modelDir, version, ARTIFACT_FILE.ort);
-    changed = (await writeArtifact(ortFile, options.ortBytes, recorded?.ort)) || changed;
+    const target: [string, string, string] = [model, version, ARTIFACT_FILE.ort];
+    changed = (await writeArtifact(writer, target, options.ortBytes, recorded?.ort)) || changed;
     entry.ort = { sha256: sha256(options.ortBytes), size: options.ortBytes.byteLength };
   } else if (recorded?.ort !== undefined) {
-    await rm(join(modelDir, version, ARTIFACT_FILE.ort), { force: true });
+    await writer.deleteVersionFile(model, version, ARTIFACT_FILE.ort);
   }
 
-  const config: Json = {
+  const update = await updateModelConfig(writer, model, (current) => ({
     name: model,
     platform: 'onnxruntime_onnx',
-    ...existing?.value,
+    ...current,
     ...options.configPatch,
-    versions: { ...existingVersions, [version]: entry },
-  };
-  const text = `${JSON.stringify(config, null, 2)}\n`;
-  parseModelConfig(model, text);
-  if (text !== existing?.text) {
-    await writeAtomically(configFile, text);
-    changed = true;
-  }
-  return { sha256: entry.sha256 as string, size: bytes.byteLength, changed };
+    versions: { ...versionsOf(current), [version]: entry },
+  }));
+  return { sha256: entry.sha256 as string, size: bytes.byteLength, changed: update.changed || changed };
 }
 
 /** True when config.json records `version` with these bytes and an ORT copy, and both files are there. */
