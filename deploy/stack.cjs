@@ -105,13 +105,17 @@ function logStatement(functionName) {
 function readPrefixStatements(bucket, prefix) {
   return [
     { Effect: 'Allow', Action: ['s3:GetObject'], Resource: s3Arn(bucket, `${prefix}/*`) },
-    {
-      Effect: 'Allow',
-      Action: ['s3:ListBucket'],
-      Resource: s3Arn(bucket),
-      Condition: { StringLike: { 's3:prefix': [`${prefix}/*`] } },
-    },
+    listStatement(bucket, [prefix]),
   ];
+}
+
+function listStatement(bucket, prefixes) {
+  return {
+    Effect: 'Allow',
+    Action: ['s3:ListBucket'],
+    Resource: s3Arn(bucket),
+    Condition: { StringLike: { 's3:prefix': prefixes.map((prefix) => `${prefix}/*`) } },
+  };
 }
 
 function role(functionName, statements) {
@@ -399,13 +403,21 @@ function buildStack(settings, options = {}) {
         };
       },
       (functionName) => [
-        { Effect: 'Allow', Action: ['s3:GetObject'], Resource: s3Arn(bucket, `${input}/*`) },
+        // Inputs are read by ETag and, in a versioned bucket, by the version the event names.
         {
           Effect: 'Allow',
-          Action: ['s3:PutObject', 's3:AbortMultipartUpload'],
+          Action: ['s3:GetObject', 's3:GetObjectVersion'],
+          Resource: s3Arn(bucket, `${input}/*`),
+        },
+        // Results, and the job's parts and checkpoints beside them: read back, concatenated, deleted.
+        {
+          Effect: 'Allow',
+          Action: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload'],
           Resource: s3Arn(bucket, `${output}/*`),
         },
-        ...readPrefixStatements(bucket, modelPrefix),
+        { Effect: 'Allow', Action: ['s3:GetObject'], Resource: s3Arn(bucket, `${modelPrefix}/*`) },
+        // A missing checkpoint or manifest is routine for this function: S3 says 404 only to a lister.
+        listStatement(bucket, [input, output, modelPrefix]),
         {
           // Long inputs continue in a fresh invocation of this same function, and nothing else.
           Effect: 'Allow',

@@ -157,12 +157,12 @@ describe('buildStack', () => {
       },
       {
         Effect: 'Allow',
-        Action: ['s3:GetObject'],
+        Action: ['s3:GetObject', 's3:GetObjectVersion'],
         Resource: sub(`arn:\${AWS::Partition}:s3:::my-models/batch/in/*`),
       },
       {
         Effect: 'Allow',
-        Action: ['s3:PutObject', 's3:AbortMultipartUpload'],
+        Action: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload'],
         Resource: sub(`arn:\${AWS::Partition}:s3:::my-models/batch/out/*`),
       },
       {
@@ -174,7 +174,7 @@ describe('buildStack', () => {
         Effect: 'Allow',
         Action: ['s3:ListBucket'],
         Resource: sub(`arn:\${AWS::Partition}:s3:::my-models`),
-        Condition: { StringLike: { 's3:prefix': ['models/*'] } },
+        Condition: { StringLike: { 's3:prefix': ['batch/in/*', 'batch/out/*', 'models/*'] } },
       },
       {
         Effect: 'Allow',

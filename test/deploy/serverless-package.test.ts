@@ -215,8 +215,7 @@ describe('serverless package', () => {
 
     it('lets the batch function read its input, write its output, read models and invoke only itself', () => {
       if (models.batch?.enabled !== true) {
-        // Off in deploy/models.yml: then nothing in the stack may write objects or invoke a function
-        // (the statements themselves are checked in deploy-stack.test.ts).
+        // Off in deploy/models.yml: then nothing in the stack may write objects or invoke a function.
         const granted = Object.values(template.Resources)
           .flatMap(inlineStatements)
           .filter((statement) => statement.Effect === 'Allow')
@@ -229,9 +228,19 @@ describe('serverless package', () => {
       const { statements } = roleOf(functionResource('batch'));
       expect(statements).toEqual([
         logs('batch'),
-        { Effect: 'Allow', Action: ['s3:GetObject'], Resource: s3('batch/in/*') },
-        { Effect: 'Allow', Action: ['s3:PutObject', 's3:AbortMultipartUpload'], Resource: s3('batch/out/*') },
-        ...readPrefix('models'),
+        { Effect: 'Allow', Action: ['s3:GetObject', 's3:GetObjectVersion'], Resource: s3('batch/in/*') },
+        {
+          Effect: 'Allow',
+          Action: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload'],
+          Resource: s3('batch/out/*'),
+        },
+        { Effect: 'Allow', Action: ['s3:GetObject'], Resource: s3('models/*') },
+        {
+          Effect: 'Allow',
+          Action: ['s3:ListBucket'],
+          Resource: s3(),
+          Condition: { StringLike: { 's3:prefix': ['batch/in/*', 'batch/out/*', 'models/*'] } },
+        },
         {
           Effect: 'Allow',
           Action: ['lambda:InvokeFunction'],
