@@ -6,7 +6,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { withDeadline } from '../../shared/core/deadline';
-import { PayloadTooLargeError } from '../../shared/core/errors';
+import { MethodNotAllowedError, PayloadTooLargeError } from '../../shared/core/errors';
 import { errorResponse, type HttpApp, type HttpRequest, type HttpResponse } from '../../shared/core/http-app';
 
 export interface HttpServerOptions {
@@ -17,6 +17,8 @@ export interface HttpServerOptions {
   readonly requestTimeoutMs: number;
   readonly shutdownGraceMs: number;
   readonly onUnexpectedError?: (error: unknown) => void;
+  /** Serves `GET /metrics` with this text (Prometheus exposition format) when given. */
+  readonly metrics?: { readonly contentType: string; render(): string };
 }
 
 export interface RunningServer {
@@ -31,9 +33,12 @@ export interface RunningServer {
 export async function startHttpServer(options: HttpServerOptions): Promise<RunningServer> {
   let inFlight = 0;
   let drained: (() => void) | undefined;
+  let closing: Promise<void> | undefined;
 
   const server = createServer((req, res) => {
     inFlight += 1;
+    // While draining, answers tell keep-alive clients to take their next request elsewhere.
+    if (closing !== undefined) res.setHeader('connection', 'close');
     void serve(options, req, res).finally(() => {
       inFlight -= 1;
       if (inFlight === 0) drained?.();
@@ -49,7 +54,6 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Runni
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
 
-  let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -71,23 +75,50 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Runni
 }
 
 async function serve(options: HttpServerOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  // Aborted when the client goes away before its answer is written, or at the deadline: work still
+  // queued for it (the dynamic batcher) is dropped rather than run for nobody.
+  const abort = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) abort.abort();
+  });
   const request: HttpRequest = {
     method: req.method ?? 'GET',
     path: (req.url ?? '/').split('?', 1)[0] ?? '/',
     headers: req.headers as Record<string, string | undefined>,
     body: new Uint8Array(0),
+    signal: abort.signal,
   };
   let response: HttpResponse;
   try {
-    const body = await readBody(req, options.maxBodyBytes);
-    response = await withDeadline(options.app({ ...request, body }), options.requestTimeoutMs, 'the request');
+    if (request.path === '/metrics' && options.metrics !== undefined) {
+      response = metricsResponse(request, options.metrics);
+    } else {
+      const body = await readBody(req, options.maxBodyBytes);
+      response = await withDeadline(
+        options.app({ ...request, body }),
+        options.requestTimeoutMs,
+        'the request',
+      );
+    }
   } catch (error) {
+    abort.abort();
     response = errorResponse(error, request, options.onUnexpectedError);
   }
   if (res.destroyed) return;
   const body = typeof response.body === 'string' ? Buffer.from(response.body) : response.body;
   res.writeHead(response.status, { ...response.headers, 'content-length': String(body.byteLength) });
   res.end(body);
+}
+
+function metricsResponse(
+  request: HttpRequest,
+  metrics: NonNullable<HttpServerOptions['metrics']>,
+): HttpResponse {
+  const method = request.method.toUpperCase();
+  if (method !== 'GET' && method !== 'HEAD') {
+    throw new MethodNotAllowedError(`${method} is not allowed on /metrics`);
+  }
+  return { status: 200, headers: { 'content-type': metrics.contentType }, body: metrics.render() };
 }
 
 /** Reads the whole body, refusing early (by Content-Length or as it streams) past the cap. */

@@ -10,11 +10,14 @@ import { DiskArtifactCache } from '../adapters/disk-artifact-cache';
 import { FileModelStore } from '../adapters/file-model-store';
 import { OrtEngine } from '../adapters/ort-engine';
 import { PowertoolsTelemetry } from '../adapters/powertools-telemetry';
+import { PrometheusTelemetry } from '../adapters/prometheus-telemetry';
 import { createS3Client } from '../adapters/s3-client';
 import { S3ModelStore } from '../adapters/s3-model-store';
 import { type InstanceFacts, parseConfig, type ServingConfig } from '../core/config';
+import { DynamicBatcher } from '../core/dynamic-batcher';
 import { createHttpApp, type HttpApp } from '../core/http-app';
 import { InferenceService, type Runner } from '../core/inference-service';
+import { combineTelemetry } from '../core/metrics/combine-telemetry';
 import { ModelCache } from '../core/model-cache';
 import { ModelLoader } from '../core/model-loader';
 import { ModelRegistry } from '../core/model-registry';
@@ -31,6 +34,10 @@ export interface Runtime {
   readonly app: HttpApp;
   readonly logger: Logger;
   readonly metrics: Metrics | undefined;
+  /** Prometheus metrics (`GET /metrics` of the server), when asked for with `withPrometheus`. */
+  readonly prometheus: PrometheusTelemetry | undefined;
+  /** The dynamic batcher, when asked for with `dynamicBatching`. */
+  readonly batcher: DynamicBatcher | undefined;
 }
 
 /** Replaceable parts, for tests and for doors that add their own (e.g. a batching runner). */
@@ -42,6 +49,10 @@ export interface RuntimeParts {
   readonly isReady?: () => boolean;
   /** Create CloudWatch EMF metrics (Lambda). */
   readonly withMetrics?: boolean;
+  /** Keep Prometheus metrics as well (the server's `GET /metrics`). */
+  readonly withPrometheus?: boolean;
+  /** Run requests through a {@link DynamicBatcher} (the server; models without `dynamicBatching` run directly). */
+  readonly dynamicBatching?: boolean;
 }
 
 export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): Runtime {
@@ -49,7 +60,11 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
   const metrics = parts.withMetrics
     ? new Metrics({ namespace: 'OnnxServerless', serviceName: SERVER_INFO.name })
     : undefined;
-  const telemetry = parts.telemetry ?? new PowertoolsTelemetry(logger, metrics);
+  const prometheus = parts.withPrometheus ? new PrometheusTelemetry() : undefined;
+  const base = parts.telemetry ?? new PowertoolsTelemetry(logger, metrics);
+  const telemetry = prometheus === undefined ? base : combineTelemetry(base, prometheus);
+  const batcher = parts.dynamicBatching ? new DynamicBatcher({ telemetry }) : undefined;
+  const runner = parts.runner ?? batcher?.runner;
   const store = parts.store ?? createStore(config);
   const registry = new ModelRegistry({ store, configTtlMs: config.configTtlMs });
   const cache = new ModelCache({ maxBytes: config.cacheMemoryBytes, telemetry });
@@ -65,7 +80,7 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
     loader,
     limits: { maxTensorElements: config.limits.maxTensorElements },
     telemetry,
-    ...(parts.runner === undefined ? {} : { runner: parts.runner }),
+    ...(runner === undefined ? {} : { runner }),
   });
   const app = createHttpApp({
     service,
@@ -73,10 +88,11 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
     maxBodyBytes: config.limits.maxBodyBytes,
     pinnedModel: config.pinnedModel,
     ...(parts.isReady === undefined ? {} : { isReady: parts.isReady }),
+    telemetry,
     onUnexpectedError: (error, request) =>
       logger.error('request failed', { error: error as Error, path: request.path }),
   });
-  return { config, store, registry, cache, loader, service, app, logger, metrics };
+  return { config, store, registry, cache, loader, service, app, logger, metrics, prometheus, batcher };
 }
 
 export function createStore(config: ServingConfig): ModelStore {
