@@ -179,7 +179,15 @@ export interface SampleModelResult {
  */
 export async function writeSampleRepository(dir: string): Promise<SampleModelResult[]> {
   const samples: { model: string; bytes: Uint8Array; configPatch: Json }[] = [
-    { model: 'linear', bytes: buildLinearModel(), configPatch: { maxBatchSize: 64 } },
+    {
+      model: 'linear',
+      bytes: buildLinearModel(),
+      // The server stacks concurrent requests (docs/containers.md); Lambda ignores the block.
+      configPatch: {
+        maxBatchSize: 64,
+        dynamicBatching: { maxBatchSize: 32, maxQueueDelayMs: 2, maxQueueSize: 256 },
+      },
+    },
     {
       model: 'text-direction',
       bytes: new Uint8Array(await readFile(textDirectionModelPath())),
