@@ -7,6 +7,7 @@ export const ENTRIES = {
   server: 'functions/server/main.ts',
   infer: 'functions/infer/handler.ts',
   'tools/sample-models': 'tools/sample-models.ts',
+  cli: 'tools/cli.ts',
 };
 
 export const BUILD_OPTIONS = {

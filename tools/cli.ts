@@ -1,0 +1,116 @@
+#!/usr/bin/env node
+/**
+ * `onnx-serve-models`: the model tooling door. From an ONNX file (e.g. exported by tools/export) to a
+ * served, verified version: inspect, add, optimize, verify, ls. Exit codes: 0 ok, 1 failure, 2 usage.
+ *
+ * Run from the repository with `npm run models -- <command> ...`, or as the package's `bin`.
+ */
+import { parseArgs } from 'node:util';
+import { addCommand } from './commands/add';
+import type { Command, CommandContext } from './commands/command';
+import { UsageError } from './commands/command';
+import { inspectCommand } from './commands/inspect';
+import { lsCommand } from './commands/ls';
+import { optimizeCommand } from './commands/optimize';
+import { VerifyFailedError, verifyCommand } from './commands/verify';
+
+export const COMMANDS: readonly Command[] = [
+  inspectCommand,
+  addCommand,
+  optimizeCommand,
+  verifyCommand,
+  lsCommand,
+];
+
+export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+
+const PROGRAM = 'onnx-serve-models';
+
+function overview(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    `Usage: ${PROGRAM} <command> [options]    (from the repository: npm run models -- <command> ...)`,
+    '',
+    'Commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+    `Run '${PROGRAM} <command> --help' for a command's options.`,
+  ].join('\n');
+}
+
+/**
+ * Runs one command line (without `node` and the script) and returns the exit code. Never throws: every
+ * error becomes a message on `context.err`.
+ *
+ * @example
+ * const code = await main(['inspect', 'model.onnx'], { out: console.log, err: console.error, env: process.env });
+ */
+export async function main(argv: readonly string[], context: CommandContext): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    const topic = name === 'help' ? COMMANDS.find((c) => c.name === rest[0]) : undefined;
+    if (topic !== undefined) {
+      context.out(topic.help);
+      return EXIT.ok;
+    }
+    (name === undefined ? context.err : context.out)(overview());
+    return name === undefined ? EXIT.usage : EXIT.ok;
+  }
+  const command = COMMANDS.find((c) => c.name === name);
+  if (command === undefined) {
+    context.err(`${PROGRAM}: unknown command '${name}'\n\n${overview()}`);
+    return EXIT.usage;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    context.out(command.help);
+    return EXIT.ok;
+  }
+  try {
+    let parsed: ReturnType<typeof parseArgs>;
+    try {
+      parsed = parseArgs({ args: [...rest], options: command.options, allowPositionals: true, strict: true });
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
+    await command.run({ values: parsed.values, positionals: parsed.positionals }, context);
+    return EXIT.ok;
+  } catch (error) {
+    if (error instanceof UsageError) {
+      context.err(`${PROGRAM} ${name}: ${error.message}\n\n${command.help}`);
+      return EXIT.usage;
+    }
+    // verify printed its report already.
+    if (!(error instanceof VerifyFailedError)) context.err(`${PROGRAM} ${name}: ${describe(error)}`);
+    if (context.env.ONNX_SERVE_DEBUG) context.err(String((error as Error).stack));
+    return EXIT.failure;
+  }
+}
+
+/** The message, and the causes' messages where they add something (set ONNX_SERVE_DEBUG for stacks). */
+function describe(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const parts = [error.message];
+  let cause = error.cause;
+  for (let depth = 0; cause instanceof Error && depth < 3; depth++) {
+    if (!parts.some((p) => p.includes(cause instanceof Error ? cause.message : '')))
+      parts.push(cause.message);
+    cause = cause.cause;
+  }
+  return parts.join('\n  caused by: ');
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2), {
+    out: (text) => process.stdout.write(`${text}\n`),
+    err: (text) => process.stderr.write(`${text}\n`),
+    env: process.env,
+  }).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => {
+      process.stderr.write(`${PROGRAM}: ${String(error)}\n`);
+      process.exitCode = EXIT.failure;
+    },
+  );
+}

@@ -1,0 +1,63 @@
+import { readFile } from 'node:fs/promises';
+import { type Command, formatBytes, UsageError } from './command';
+import { formatShape, type OnnxInfo, readOnnxInfo } from './onnx-info';
+
+/** Reads and decodes an ONNX file; a missing or unreadable file is a clear error naming it. */
+export async function readOnnxFile(file: string): Promise<{ bytes: Uint8Array; info: OnnxInfo }> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'unknown error';
+    throw new Error(`cannot read ${file} (${code === 'ENOENT' ? 'no such file' : code})`, { cause: error });
+  }
+  const view = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return { bytes: view, info: readOnnxInfo(view, file) };
+}
+
+/** The human-readable report of {@link OnnxInfo}. */
+export function formatOnnxInfo(info: OnnxInfo): string {
+  const tensors = (list: OnnxInfo['inputs']) =>
+    list.length === 0 ? ['  (none)'] : list.map((v) => `  ${v.name}: ${v.type} ${formatShape(v.shape)}`);
+  const weights = (w: OnnxInfo['initializers']) =>
+    `${w.count} tensors, ${formatBytes(w.bytes)} (${w.bytes} bytes: raw_data ${w.rawDataBytes}, typed fields ${w.typedFieldBytes}` +
+    `${w.externalCount > 0 ? `, external ${w.externalBytes} in ${w.externalCount} tensors` : ''})`;
+  const producer = [info.producerName, info.producerVersion].filter((s) => s !== '').join(' ') || '(not set)';
+  const lines = [
+    `file:          ${info.file}`,
+    `size:          ${formatBytes(info.size)} (${info.size} bytes)`,
+    `sha256:        ${info.sha256}`,
+    `producer:      ${producer}`,
+    `ir version:    ${info.irVersion}`,
+    `opsets:        ${info.opsets.map((o) => `${o.domain} ${o.version}`).join(', ')}`,
+    `graph:         ${info.graphName || '(unnamed)'}, ${info.nodeCount} nodes`,
+    `initialisers:  ${weights(info.initializers)}`,
+  ];
+  if (info.constants.count > 0) lines.push(`constants:     ${weights(info.constants)}`);
+  lines.push('inputs:', ...tensors(info.inputs), 'outputs:', ...tensors(info.outputs));
+  const metadata = Object.entries(info.metadata);
+  if (metadata.length > 0) lines.push('metadata:', ...metadata.map(([k, v]) => `  ${k}: ${v}`));
+  return lines.join('\n');
+}
+
+export const inspectCommand: Command = {
+  name: 'inspect',
+  summary: 'show the inputs, outputs, opsets, producer, size, sha256 and weight bytes of an ONNX file',
+  help: `Usage: onnx-serve-models inspect <file.onnx> [--json]
+
+Reads an ONNX file without running it and prints:
+  inputs and outputs (names, element types, shapes with symbolic dims such as 'batch'; '?' is unknown),
+  opset imports, IR version, producer, size, sha256, and the bytes of its initialisers (and of Constant
+  nodes) by storage: raw_data, typed fields (float_data, int64_data...), external files.
+
+Options:
+  --json   print the same as one JSON object`,
+  options: { json: { type: 'boolean' } },
+  async run(args, context) {
+    const [file, ...rest] = args.positionals;
+    if (file === undefined) throw new UsageError('name the ONNX file to inspect');
+    if (rest.length > 0) throw new UsageError(`inspect takes one file, got ${args.positionals.length}`);
+    const { info } = await readOnnxFile(file);
+    context.out(args.values.json === true ? JSON.stringify(info, null, 2) : formatOnnxInfo(info));
+  },
+};
