@@ -3,6 +3,7 @@
  * reported at once ({@link ConfigError}). Only `shared/runtime` passes `process.env` in; tests pass
  * plain objects. All keys share the `ONNX_SERVE_` prefix; the README's table lists them.
  */
+import { type BatchConfig, parseBatchConfig } from './batch/batch-config';
 import { deepFreeze } from './deep-freeze';
 import { ConfigError } from './errors';
 import { isValidModelName } from './names';
@@ -44,6 +45,8 @@ export interface ServingConfig {
   readonly dynamicBatching: boolean;
   readonly preload: readonly string[];
   readonly logLevel: string;
+  /** The batch door (`ONNX_SERVE_BATCH_*`, docs/batch.md). */
+  readonly batch: BatchConfig;
 }
 
 /** Facts about the instance that defaults derive from; the runtime measures them. */
@@ -111,6 +114,7 @@ export function parseConfig(env: Env, facts: InstanceFacts): ServingConfig {
     dynamicBatching: read.onOff('DYNAMIC_BATCHING', true),
     preload,
     logLevel,
+    batch: parseBatchConfig(read, ENV_PREFIX),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(config);

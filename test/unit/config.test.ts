@@ -71,4 +71,53 @@ describe('parseConfig', () => {
       expect((error as ConfigError).problems).toHaveLength(5);
     }
   });
+  it('reads the batch door settings (ONNX_SERVE_BATCH_*) and reports overlapping prefixes', () => {
+    expect(parseConfig({}, FACTS).batch).toEqual({
+      input: { bucket: undefined, prefix: 'batch/in' },
+      output: { bucket: undefined, prefix: 'batch/out' },
+      partRecords: 10_000,
+      partBytes: 16 * MB,
+      maxBatchBytes: 4 * MB,
+      timeMarginMs: 30_000,
+      csvIdColumn: 'id',
+      joinInput: false,
+      gzipOutput: false,
+      shardBytes: 256 * MB,
+      maxContinuations: 1000,
+    });
+    const batch = parseConfig(
+      {
+        ONNX_SERVE_BATCH_INPUT_PREFIX: 's3://my-data/jobs/in/',
+        ONNX_SERVE_BATCH_OUTPUT_PREFIX: 'results',
+        ONNX_SERVE_BATCH_BUCKET: 'my-results',
+        ONNX_SERVE_BATCH_PART_RECORDS: '500',
+        ONNX_SERVE_BATCH_JOIN_INPUT: 'on',
+        ONNX_SERVE_BATCH_GZIP_OUTPUT: 'true',
+        ONNX_SERVE_BATCH_CSV_ID_COLUMN: 'customer',
+      },
+      FACTS,
+    ).batch;
+    expect(batch).toMatchObject({
+      input: { bucket: 'my-data', prefix: 'jobs/in' },
+      output: { bucket: 'my-results', prefix: 'results' },
+      partRecords: 500,
+      joinInput: true,
+      gzipOutput: true,
+      csvIdColumn: 'customer',
+    });
+    const attempt = () =>
+      parseConfig(
+        {
+          ONNX_SERVE_BATCH_INPUT_PREFIX: 'data',
+          ONNX_SERVE_BATCH_OUTPUT_PREFIX: 'data/out',
+          ONNX_SERVE_BATCH_JOIN_INPUT: 'maybe',
+          ONNX_SERVE_BATCH_PART_RECORDS: '0',
+        },
+        FACTS,
+      );
+    expect(attempt).toThrow(ConfigError);
+    expect(attempt).toThrow(/BATCH_INPUT_PREFIX and ONNX_SERVE_BATCH_OUTPUT_PREFIX overlap/);
+    expect(attempt).toThrow(/ONNX_SERVE_BATCH_JOIN_INPUT: 'maybe' must be on or off/);
+    expect(attempt).toThrow(/ONNX_SERVE_BATCH_PART_RECORDS: '0' must be an integer from 1/);
+  });
 });

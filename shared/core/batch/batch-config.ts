@@ -1,0 +1,121 @@
+/**
+ * Settings of the batch door, read from the environment by the serving config's reader (`ONNX_SERVE_BATCH_*`
+ * keys; docs/batch.md lists them). Pure: `parseConfig` hands its reader in.
+ */
+
+/** Where inputs or outputs live: a bucket (`undefined`: the bucket of the event) and a key prefix. */
+export interface BatchLocation {
+  readonly bucket: string | undefined;
+  /** No leading or trailing `/`; `''` is the bucket's root. */
+  readonly prefix: string;
+}
+
+export interface BatchConfig {
+  readonly input: BatchLocation;
+  readonly output: BatchLocation;
+  /** Records in one part (the unit of checkpointing) at most. */
+  readonly partRecords: number;
+  /** Input bytes in one part at most. */
+  readonly partBytes: number;
+  /** Input tensor bytes in one micro-batch at most. */
+  readonly maxBatchBytes: number;
+  /** Stop this long before the invocation's deadline, at a part boundary, and continue in a fresh one. */
+  readonly timeMarginMs: number;
+  /** The CSV column that holds a record's id. */
+  readonly csvIdColumn: string;
+  /** Output lines carry the input record too (SageMaker's `JoinSource=Input`). */
+  readonly joinInput: boolean;
+  /** Write `<name>.out.jsonl.gz` instead of `<name>.out.jsonl`. */
+  readonly gzipOutput: boolean;
+  /** Bytes of input per shard of a Step Functions run (`BATCH_SHARD_BYTES`, default 256 MiB). */
+  readonly shardBytes: number;
+  /** A job that needs more continuations than this fails (a guard against a runaway chain). */
+  readonly maxContinuations: number;
+}
+
+/** What the serving config's reader offers (`EnvReader` in config.ts). */
+export interface ConfigReader {
+  string(key: string, fallback: string): string;
+  int(key: string, fallback: number, min: number, max: number): number;
+  problem(message: string): void;
+}
+
+const MB = 1024 * 1024;
+const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+const TRUE = ['true', '1', 'yes', 'on'];
+const FALSE = ['false', '0', 'no', 'off'];
+
+/**
+ * Reads the `BATCH_*` keys. Prefixes are `s3://bucket/prefix`, or a bare `prefix` in `BATCH_BUCKET` (or,
+ * without it, in the bucket of each event). Input and output must not overlap: results written under the
+ * input prefix would trigger the function on its own output.
+ *
+ * @param envPrefix - the serving prefix (`ONNX_SERVE_`), for messages
+ */
+export function parseBatchConfig(read: ConfigReader, envPrefix: string): BatchConfig {
+  const bucketValue = read.string('BATCH_BUCKET', '');
+  if (bucketValue !== '' && !BUCKET.test(bucketValue)) {
+    read.problem(`${envPrefix}BATCH_BUCKET: '${bucketValue}' is not a valid bucket name`);
+  }
+  const defaultBucket = bucketValue === '' ? undefined : bucketValue;
+  const input = location(read, envPrefix, 'BATCH_INPUT_PREFIX', 'batch/in', defaultBucket);
+  const output = location(read, envPrefix, 'BATCH_OUTPUT_PREFIX', 'batch/out', defaultBucket);
+  if (
+    input.bucket === output.bucket &&
+    (within(input.prefix, output.prefix) || within(output.prefix, input.prefix))
+  ) {
+    read.problem(
+      `${envPrefix}BATCH_INPUT_PREFIX and ${envPrefix}BATCH_OUTPUT_PREFIX overlap ('${input.prefix}', '${output.prefix}'): outputs would trigger the function again`,
+    );
+  }
+  return {
+    input,
+    output,
+    partRecords: read.int('BATCH_PART_RECORDS', 10_000, 1, 10_000_000),
+    partBytes: read.int('BATCH_PART_MB', 16, 1, 4096) * MB,
+    maxBatchBytes: read.int('BATCH_MAX_BATCH_BYTES', 4 * MB, 1024, 2 ** 31),
+    timeMarginMs: read.int('BATCH_TIME_MARGIN_MS', 30_000, 0, 900_000),
+    csvIdColumn: read.string('BATCH_CSV_ID_COLUMN', 'id'),
+    joinInput: flag(read, envPrefix, 'BATCH_JOIN_INPUT'),
+    gzipOutput: flag(read, envPrefix, 'BATCH_GZIP_OUTPUT'),
+    shardBytes: read.int('BATCH_SHARD_BYTES', 256 * MB, 1024, 2 ** 50),
+    maxContinuations: read.int('BATCH_MAX_CONTINUATIONS', 1000, 0, 1_000_000),
+  };
+}
+
+function location(
+  read: ConfigReader,
+  envPrefix: string,
+  key: string,
+  fallback: string,
+  defaultBucket: string | undefined,
+): BatchLocation {
+  const value = read.string(key, fallback);
+  let bucket = defaultBucket;
+  let prefix = value;
+  if (value.startsWith('s3://')) {
+    const rest = value.slice('s3://'.length);
+    const slash = rest.indexOf('/');
+    bucket = slash === -1 ? rest : rest.slice(0, slash);
+    prefix = slash === -1 ? '' : rest.slice(slash + 1);
+    if (!BUCKET.test(bucket)) read.problem(`${envPrefix}${key}: '${bucket}' is not a valid bucket name`);
+  }
+  prefix = prefix.replace(/^\/+|\/+$/g, '');
+  if (prefix !== '' && prefix.split('/').some((s) => s === '' || s === '.' || s === '..')) {
+    read.problem(`${envPrefix}${key}: the prefix may not hold empty, '.' or '..' segments`);
+  }
+  return { bucket, prefix };
+}
+
+/** Whether keys under `inner` are also under `outer` (`''` holds everything). */
+function within(inner: string, outer: string): boolean {
+  return outer === '' || inner === outer || inner.startsWith(`${outer}/`);
+}
+
+function flag(read: ConfigReader, envPrefix: string, key: string): boolean {
+  const value = read.string(key, 'false').toLowerCase();
+  if (TRUE.includes(value)) return true;
+  if (!FALSE.includes(value))
+    read.problem(`${envPrefix}${key}: '${value}' must be on or off (or true or false)`);
+  return false;
+}

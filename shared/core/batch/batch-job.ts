@@ -1,0 +1,830 @@
+/**
+ * Batch jobs: one input object scored with one model version into result, error and manifest objects,
+ * exactly once, streaming, and in as many invocations as it takes.
+ *
+ * A job reads its input as a stream of lines and cuts it into *parts* (at most `partRecords` records or
+ * `partBytes` bytes of input; boundaries depend on the input alone). Each part is parsed, scored in
+ * micro-batches and written as immutable part objects; then the shard's checkpoint records the part and
+ * the input offset where the next one starts. A job stopped anywhere resumes from its checkpoint with a
+ * ranged read: a part written again after a crash is written with the same bytes. When every part is
+ * done, the parts are streamed into the final objects and the manifest is written, last: it is the commit
+ * point, and a job whose manifest names the input's ETag is never run again.
+ *
+ * Before each part but the first of an invocation, the job checks the time left; short of the margin
+ * plus the slowest part so far, it stops at the part boundary and schedules a continuation (a fresh
+ * invocation that resumes), so no input size meets Lambda's 15-minute ceiling. Step Functions runs
+ * (`plan`, `scoreShards`, `commitShards`) spread one input over byte-range shards scored in parallel.
+ */
+import { ModelNotFoundError, type ServingError } from '../errors';
+import type { ResolvedModel } from '../model-registry';
+import type { CodecLimits } from '../protocol/infer-types';
+import type { ModelSignature } from '../tensor';
+import type { BatchConfig } from './batch-config';
+import { BatchStateError, TooManyContinuationsError, UnsupportedInputError } from './errors';
+import type { BatchEvent, ShardItem } from './events';
+import {
+  CHECKPOINT_FORMAT,
+  type Checkpoint,
+  checkpointKey,
+  type JobSpec,
+  MANIFEST_FORMAT,
+  type Manifest,
+  type PartRecord,
+  PLAN_FORMAT,
+  parseCheckpoint,
+  parseManifest,
+  parsePlan,
+  partKeys,
+  planKeys,
+  type ShardSpec,
+  shardRanges,
+  WHOLE_INPUT,
+} from './job-state';
+import { type Line, type SplitStart, splitLines } from './line-splitter';
+import { type InputKey, normalizeEtag, type OutputNames, outputNames, parseInputKey } from './object-names';
+import { errorLine, resultLine } from './output-lines';
+import {
+  type BatchLog,
+  type BatchObjectStore,
+  type Continuation,
+  NO_LOG,
+  type ObjectInfo,
+  type ObjectRef,
+  type ObjectVersionRef,
+} from './ports';
+import { createRecordParser, hasBatchAxis, type ParsedRecord, type RecordResult } from './records';
+import { type Scorer, scoreRecords } from './score-records';
+
+/** How a job invocation ended. */
+export type JobOutcome =
+  /** Not a job: outside the input prefix, a folder marker, no model folder. */
+  | { readonly status: 'ignored'; readonly reason: string }
+  /** A job that needs nothing done: already committed, or its object was replaced or deleted. */
+  | { readonly status: 'skipped'; readonly reason: string }
+  /** Stopped at a part boundary before the deadline; a continuation will resume it. */
+  | { readonly status: 'continued'; readonly hop: number; readonly parts: number }
+  /** Committed: the manifest says `succeeded` or `failed`. */
+  | {
+      readonly status: 'succeeded' | 'failed';
+      readonly manifest: string;
+      readonly counts: Manifest['counts'];
+      readonly error?: Manifest['error'];
+    };
+
+/** Every outcome but `continued`: what a job that needs nothing more from this invocation returns. */
+export type FinalOutcome = Exclude<JobOutcome, { status: 'continued' }>;
+
+/** What the Step Functions plan state returns; `ready` carries what the Distributed Map needs. */
+export type PlanOutcome =
+  | {
+      readonly status: 'ready';
+      readonly job: JobSpec;
+      /** The JSON array of shard items the map's ItemReader reads. */
+      readonly items: ObjectRef;
+      readonly shards: number;
+    }
+  | FinalOutcome;
+
+/** What a shard-batch state returns: `done` false means "invoke me again with the same input". */
+export interface ShardsOutcome {
+  readonly done: boolean;
+  readonly shards: number;
+  readonly finished: number;
+}
+
+/** What one invocation answers, per kind of event (Step Functions reads the plan and shard answers). */
+export type BatchResult =
+  | { readonly outcomes: readonly JobOutcome[]; readonly scheduled: number }
+  | JobOutcome
+  | PlanOutcome
+  | ShardsOutcome;
+
+/** The time of one invocation: milliseconds left before its deadline. */
+export interface InvocationClock {
+  remainingMs(): number;
+}
+
+export interface BatchJobRunnerOptions {
+  readonly store: BatchObjectStore;
+  readonly registry: { resolve(model: string, version?: string): Promise<ResolvedModel> };
+  readonly service: Scorer & { signature(model: string, version?: string): Promise<ModelSignature> };
+  readonly continuation: Continuation;
+  readonly config: BatchConfig;
+  /** The serving limits: tensor elements per record, and the longest line (the request body cap). */
+  readonly limits: CodecLimits & { readonly maxLineBytes: number };
+  readonly log?: BatchLog;
+  /** Epoch milliseconds; injected so tests can drive time. */
+  readonly now?: () => number;
+}
+
+/**
+ * Conservative speed of streaming part objects into the final ones, to judge whether the commit fits in
+ * what is left of an invocation (bytes per millisecond: 20 MB/s).
+ */
+const COMMIT_BYTES_PER_MS = 20_000;
+const NDJSON = 'application/x-ndjson';
+
+interface Prepared {
+  readonly object: ObjectVersionRef;
+  readonly input: InputKey;
+  readonly info: ObjectInfo;
+  readonly etag: string;
+  readonly names: OutputNames;
+  readonly outputBucket: string;
+}
+
+interface PartEntry {
+  readonly result: Exclude<RecordResult, { kind: 'blank' }>;
+}
+
+/**
+ * Runs batch jobs over the ports; the runtime builds one per instance.
+ *
+ * @example
+ * const runner = new BatchJobRunner({ store, registry, service, continuation, config: config.batch, limits });
+ * await runner.runObject({ bucket: 'data', key: 'batch/in/linear/day1.jsonl', etag }, { remainingMs: () => 60_000 });
+ */
+export class BatchJobRunner {
+  readonly #store: BatchObjectStore;
+  readonly #registry: BatchJobRunnerOptions['registry'];
+  readonly #service: BatchJobRunnerOptions['service'];
+  readonly #continuation: Continuation;
+  readonly #config: BatchConfig;
+  readonly #limits: BatchJobRunnerOptions['limits'];
+  readonly #log: BatchLog;
+  readonly #now: () => number;
+
+  constructor(options: BatchJobRunnerOptions) {
+    this.#store = options.store;
+    this.#registry = options.registry;
+    this.#service = options.service;
+    this.#continuation = options.continuation;
+    this.#config = options.config;
+    this.#limits = options.limits;
+    this.#log = options.log ?? NO_LOG;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /**
+   * Runs what an invocation's event asks for. An S3 event's first object is scored here; any further
+   * objects of the same event each get an invocation of their own (continuations with no checkpoint yet).
+   */
+  async handle(event: BatchEvent, clock: InvocationClock): Promise<BatchResult> {
+    switch (event.kind) {
+      case 's3': {
+        for (const { eventName, key } of event.skipped) {
+          this.#log.info('batch event ignored', { key, eventName, reason: 'not an object creation' });
+        }
+        const [first, ...rest] = event.objects;
+        for (const object of rest) {
+          await this.#continuation.schedule({ onnxServerlessBatch: { action: 'run', object, hop: 0 } });
+        }
+        const outcomes = first === undefined ? [] : [await this.runObject(first, clock)];
+        return { outcomes, scheduled: rest.length };
+      }
+      case 'run':
+        return this.runObject(event.object, clock, event.hop);
+      case 'plan':
+        return this.plan({ bucket: event.bucket, key: event.key });
+      case 'shards':
+        return this.scoreShards(event.job, event.items, clock);
+      case 'commit':
+        return this.commitShards(event.job);
+    }
+  }
+
+  /**
+   * Scores one object version (an S3 event's object, or a continuation's): starts the job, or resumes it
+   * from its checkpoint, until it is committed or the invocation's time is short.
+   *
+   * @param hop - how many continuations came before (0 for an S3 event)
+   */
+  async runObject(object: ObjectVersionRef, clock: InvocationClock, hop = 0): Promise<JobOutcome> {
+    const prepared = await this.#prepare(object);
+    if ('status' in prepared) return prepared;
+    const { names, outputBucket } = prepared;
+    const ref = { bucket: outputBucket, key: checkpointKey(names.work, WHOLE_INPUT) };
+    let checkpoint = await this.#loadCheckpoint(ref, prepared.etag);
+    if (checkpoint === undefined) {
+      let job: JobSpec;
+      try {
+        job = await this.#startJob(prepared);
+      } catch (error) {
+        if (isJobFailure(error)) return this.#fail(prepared, error);
+        throw error;
+      }
+      checkpoint = initialCheckpoint(job, WHOLE_INPUT);
+    }
+    if (hop > this.#config.maxContinuations) {
+      const error = new TooManyContinuationsError(
+        `the job needed more than ${this.#config.maxContinuations} continuations (ONNX_SERVE_BATCH_MAX_CONTINUATIONS)`,
+      );
+      return this.#fail(prepared, error, checkpoint.job);
+    }
+    const run = await this.#runShard(checkpoint, clock, true);
+    const job = run.checkpoint.job;
+    if (!run.done || (run.worked && !this.#commitFits([run.checkpoint], clock))) {
+      await this.#continuation.schedule({
+        onnxServerlessBatch: {
+          action: 'run',
+          object: {
+            bucket: job.input.bucket,
+            key: job.input.key,
+            etag: job.input.etag,
+            ...(job.input.versionId === undefined ? {} : { versionId: job.input.versionId }),
+          },
+          hop: hop + 1,
+        },
+      });
+      this.#log.info('batch job continues in a fresh invocation', {
+        key: job.input.key,
+        parts: run.checkpoint.parts.length,
+        next: run.checkpoint.next,
+        hop: hop + 1,
+      });
+      return { status: 'continued', hop: hop + 1, parts: run.checkpoint.parts.length };
+    }
+    return this.#commit(job, [run.checkpoint], [], run.counted ? 0 : 1);
+  }
+
+  /**
+   * Step Functions, first state: pins the job (model version, settings) and cuts the input into byte-range
+   * shards, counting the newlines before each so lines keep their numbers. Writes the plan and the JSON
+   * array of shard items the Distributed Map reads.
+   */
+  async plan(object: ObjectVersionRef): Promise<PlanOutcome> {
+    const prepared = await this.#prepare(object);
+    if ('status' in prepared) return prepared;
+    let job: JobSpec;
+    try {
+      job = await this.#startJob(prepared);
+    } catch (error) {
+      if (isJobFailure(error)) return this.#fail(prepared, error);
+      throw error;
+    }
+    const ranges = shardRanges(job.input.size, this.#config.shardBytes, job.input.gzip);
+    const newlines = await this.#countNewlines(
+      job,
+      ranges.map((r) => r.start),
+    );
+    const shards: ShardSpec[] = ranges.map((r, i) => ({ ...r, newlinesBefore: newlines[i] as number }));
+    const keys = planKeys(job.output.work);
+    const items: ShardItem[] = shards.map((s) => ({
+      bucket: job.input.bucket,
+      key: job.input.key,
+      range: [s.start, s.end],
+      newlinesBefore: s.newlinesBefore as number,
+    }));
+    const bucket = job.output.bucket;
+    await this.#store.putText(
+      { bucket, key: keys.plan },
+      JSON.stringify({ format: PLAN_FORMAT, job, shards }),
+    );
+    await this.#store.putText({ bucket, key: keys.items }, JSON.stringify(items));
+    this.#log.info('batch job planned', { key: job.input.key, shards: shards.length });
+    return { status: 'ready', job, items: { bucket, key: keys.items }, shards: shards.length };
+  }
+
+  /**
+   * Step Functions, inside the Distributed Map: scores a batch of shards, each resuming from its own
+   * checkpoint. Returns `done: false` when time ran short; the state machine invokes it again.
+   */
+  async scoreShards(
+    job: JobSpec,
+    items: readonly ShardItem[],
+    clock: InvocationClock,
+  ): Promise<ShardsOutcome> {
+    let worked = false;
+    let finished = 0;
+    for (const item of items) {
+      const shard: ShardSpec = {
+        start: item.range[0],
+        end: item.range[1],
+        ...(item.newlinesBefore === undefined ? {} : { newlinesBefore: item.newlinesBefore }),
+      };
+      const ref = { bucket: job.output.bucket, key: checkpointKey(job.output.work, shard) };
+      const checkpoint = (await this.#loadCheckpoint(ref, job.input.etag)) ?? initialCheckpoint(job, shard);
+      const run = await this.#runShard(checkpoint, clock, !worked);
+      worked ||= run.worked;
+      if (!run.done) return { done: false, shards: items.length, finished };
+      finished += 1;
+    }
+    return { done: true, shards: items.length, finished };
+  }
+
+  /** Step Functions, last state: every shard must be done; then the same commit as a single run. */
+  async commitShards(job: JobSpec): Promise<FinalOutcome> {
+    const bucket = job.output.bucket;
+    const existing = await this.#readManifest({ bucket, key: job.output.manifest });
+    if (existing?.input.etag === job.input.etag) {
+      return { status: 'skipped', reason: `already committed (${existing.status})` };
+    }
+    const keys = planKeys(job.output.work);
+    const text = await this.#store.getText({ bucket, key: keys.plan });
+    if (text === undefined) throw new BatchStateError(`the job for '${job.input.key}' has no plan`);
+    const plan = parsePlan(text);
+    const checkpoints: Checkpoint[] = [];
+    for (const shard of plan.shards) {
+      const checkpoint = await this.#loadCheckpoint(
+        { bucket, key: checkpointKey(job.output.work, shard) },
+        job.input.etag,
+      );
+      if (checkpoint?.done !== true) {
+        throw new BatchStateError(
+          `shard [${shard.start}, ${shard.end ?? 'end'}) of '${job.input.key}' is not done`,
+        );
+      }
+      checkpoints.push(checkpoint);
+    }
+    return this.#commit(plan.job, checkpoints, [keys.plan, keys.items], 1);
+  }
+
+  /** Where the object's job lives, and whether there is anything to do. */
+  async #prepare(object: ObjectVersionRef): Promise<Prepared | FinalOutcome> {
+    const { input: inputLocation, output } = this.#config;
+    if (inputLocation.bucket !== undefined && object.bucket !== inputLocation.bucket) {
+      return this.#ignore(object, `the bucket is not the input bucket '${inputLocation.bucket}'`);
+    }
+    const parsed = parseInputKey(object.key, inputLocation.prefix);
+    if (!parsed.ok) return this.#ignore(object, parsed.reason);
+    const info = await this.#store.head(object);
+    if (info === undefined) return this.#skip(object, 'the object no longer exists');
+    const etag = normalizeEtag(info.etag);
+    if (object.etag !== undefined && object.versionId === undefined && normalizeEtag(object.etag) !== etag) {
+      // A newer version replaced it; that version has an event of its own.
+      return this.#skip(object, 'the object was replaced since the event');
+    }
+    const input = parsed.input;
+    const gzipOutput = this.#config.gzipOutput;
+    const names = outputNames(output.prefix, input.model, input.name, etag, gzipOutput);
+    const outputBucket = output.bucket ?? object.bucket;
+    const manifest = await this.#readManifest({ bucket: outputBucket, key: names.manifest });
+    if (manifest?.input.etag === etag) {
+      return this.#skip(object, `already committed (${manifest.status}): ${names.manifest}`);
+    }
+    return { object, input, info, etag, names, outputBucket };
+  }
+
+  /** Resolves the model version and pins everything the job's invocations and shards must agree on. */
+  async #startJob(prepared: Prepared): Promise<JobSpec> {
+    const { object, input, info, etag, names, outputBucket } = prepared;
+    const resolved = await this.#registry.resolve(input.model, input.version);
+    const signature = await this.#service.signature(input.model, resolved.version);
+    const gzip = input.gzipSuffix || /\bgzip\b/i.test(info.contentEncoding ?? '');
+    let job: JobSpec = {
+      input: {
+        bucket: object.bucket,
+        key: object.key,
+        etag,
+        ...(object.versionId === undefined ? {} : { versionId: object.versionId }),
+        size: info.size,
+        format: input.format,
+        gzip,
+      },
+      model: {
+        name: input.model,
+        version: resolved.version,
+        sha256: resolved.sha256,
+        maxBatchSize: resolved.config.maxBatchSize,
+      },
+      output: {
+        bucket: outputBucket,
+        out: names.out,
+        errors: names.errors,
+        manifest: names.manifest,
+        work: names.work,
+        gzip: this.#config.gzipOutput,
+      },
+      settings: {
+        partRecords: this.#config.partRecords,
+        partBytes: this.#config.partBytes,
+        maxBatchBytes: this.#config.maxBatchBytes,
+        maxLineBytes: this.#limits.maxLineBytes,
+        joinInput: this.#config.joinInput,
+        csvIdColumn: this.#config.csvIdColumn,
+      },
+      startedAt: new Date(this.#now()).toISOString(),
+    };
+    if (input.format === 'csv') {
+      const header = await this.#firstLine(job);
+      if (header !== undefined) {
+        job = { ...job, csvHeader: header };
+        // Fails the job now (not every record) when no line of this input could be scored.
+        this.#parser(job, signature);
+      }
+    }
+    this.#log.info('batch job started', {
+      key: object.key,
+      model: input.model,
+      version: resolved.version,
+      format: input.format,
+      gzip,
+      size: info.size,
+    });
+    return job;
+  }
+
+  #parser(job: JobSpec, signature: ModelSignature): (line: Line) => RecordResult {
+    return createRecordParser({
+      format: job.input.format,
+      signature,
+      maxBatchSize: job.model.maxBatchSize,
+      limits: { maxTensorElements: this.#limits.maxTensorElements },
+      maxLineBytes: job.settings.maxLineBytes,
+      joinInput: job.settings.joinInput,
+      ...(job.csvHeader === undefined
+        ? {}
+        : { csv: { header: job.csvHeader, idColumn: job.settings.csvIdColumn } }),
+    });
+  }
+
+  /**
+   * Scores the shard's parts from its checkpoint on, until the shard is done or (unless `mustProgress` and
+   * nothing is done yet) the time left is short of the margin plus the slowest part so far.
+   */
+  async #runShard(
+    start: Checkpoint,
+    clock: InvocationClock,
+    mustProgress: boolean,
+  ): Promise<{ checkpoint: Checkpoint; done: boolean; worked: boolean; counted: boolean }> {
+    if (start.done) return { checkpoint: start, done: true, worked: false, counted: false };
+    const { job, shard } = start;
+    const shardEnd = shard.end ?? Number.POSITIVE_INFINITY;
+    let from: SplitStart;
+    let readFrom: number;
+    if (start.next !== null) {
+      from = { kind: 'line-start', offset: start.next.offset, line: start.next.line };
+      readFrom = start.next.offset;
+    } else if (shard.start === 0) {
+      from = { kind: 'line-start', offset: 0, line: 1 };
+      readFrom = 0;
+    } else {
+      const newlinesBefore = shard.newlinesBefore ?? (await this.#countNewlines(job, [shard.start]))[0] ?? 0;
+      // One byte early: it tells whether the range starts at a line start or mid-line.
+      from = { kind: 'align', offset: shard.start - 1, newlinesBefore };
+      readFrom = shard.start - 1;
+    }
+    let checkpoint: Checkpoint = { ...start, invocations: start.invocations + 1 };
+    let done = false;
+    let worked = false;
+    if (!job.input.gzip && readFrom >= job.input.size) {
+      done = true;
+    } else {
+      const signature = await this.#service.signature(job.model.name, job.model.version);
+      const parse = this.#parser(job, signature);
+      const batched = hasBatchAxis(signature, job.model.maxBatchSize);
+      const source = this.#store.read(
+        { bucket: job.input.bucket, key: job.input.key },
+        {
+          start: readFrom,
+          gunzip: job.input.gzip,
+          etag: job.input.etag,
+          ...(job.input.versionId === undefined ? {} : { versionId: job.input.versionId }),
+        },
+      );
+      const lines = splitLines(source, from, job.settings.maxLineBytes);
+      let slowest = 0;
+      try {
+        let next = await lines.next();
+        for (;;) {
+          if (next.done || next.value.start >= shardEnd) {
+            done = true;
+            break;
+          }
+          if ((worked || !mustProgress) && clock.remainingMs() - this.#config.timeMarginMs <= slowest) break;
+          const began = this.#now();
+          const entries: PartEntry[] = [];
+          let bytes = 0;
+          let first: Line | undefined;
+          let last: Line | undefined;
+          while (
+            !next.done &&
+            next.value.start < shardEnd &&
+            entries.length < job.settings.partRecords &&
+            bytes < job.settings.partBytes
+          ) {
+            const line = next.value;
+            first ??= line;
+            last = line;
+            bytes += line.end - line.start;
+            // Line 1 of a CSV input is its header.
+            const result = job.input.format === 'csv' && line.number === 1 ? undefined : parse(line);
+            if (result !== undefined && result.kind !== 'blank') entries.push({ result });
+            next = await lines.next();
+          }
+          const firstLine = first as Line;
+          const lastLine = last as Line;
+          const part = await this.#writePart(job, shard, checkpoint.parts.length, entries, batched);
+          const ms = this.#now() - began;
+          checkpoint = {
+            ...checkpoint,
+            parts: [
+              ...checkpoint.parts,
+              {
+                ...part,
+                start: firstLine.start,
+                end: lastLine.end,
+                firstLine: firstLine.number,
+                lastLine: lastLine.number,
+                ms,
+              },
+            ],
+            next: { offset: lastLine.end, line: lastLine.number + 1 },
+          };
+          await this.#saveCheckpoint(checkpoint);
+          worked = true;
+          slowest = Math.max(slowest, ms);
+        }
+      } finally {
+        // Stops the read when the shard ended early or time ran short: the socket is freed.
+        await lines.return(undefined);
+      }
+    }
+    if (done) {
+      checkpoint = { ...checkpoint, done: true };
+      await this.#saveCheckpoint(checkpoint);
+    }
+    return { checkpoint, done, worked, counted: true };
+  }
+
+  /** Scores one part and writes its result and error lines, in input order, as immutable objects. */
+  async #writePart(
+    job: JobSpec,
+    shard: ShardSpec,
+    no: number,
+    entries: readonly PartEntry[],
+    batched: boolean,
+  ): Promise<Omit<PartRecord, 'start' | 'end' | 'firstLine' | 'lastLine' | 'ms'>> {
+    const records: ParsedRecord[] = [];
+    for (const entry of entries) if (entry.result.kind === 'record') records.push(entry.result.record);
+    const outcomes = await scoreRecords(records, {
+      scorer: this.#service,
+      model: job.model.name,
+      version: job.model.version,
+      batched,
+      maxBatchRecords: job.model.maxBatchSize,
+      maxBatchBytes: job.settings.maxBatchBytes,
+    });
+    const out: Uint8Array[] = [];
+    const errors: Uint8Array[] = [];
+    let next = 0;
+    for (const { result } of entries) {
+      if (result.kind === 'failure') {
+        errors.push(errorLine(result.failure));
+        continue;
+      }
+      const outcome = outcomes[next++];
+      if (outcome?.ok === true) out.push(resultLine(result.record, outcome.outputs));
+      else if (outcome !== undefined) errors.push(errorLine(outcome.failure));
+    }
+    const keys = partKeys(job, shard, no);
+    const bucket = job.output.bucket;
+    const outBytes =
+      out.length === 0
+        ? undefined
+        : await this.#store.write({ bucket, key: keys.out }, out, {
+            contentType: NDJSON,
+            gzip: job.output.gzip,
+          });
+    const errorBytes =
+      errors.length === 0
+        ? undefined
+        : await this.#store.write({ bucket, key: keys.errors }, errors, { contentType: NDJSON, gzip: false });
+    return {
+      no,
+      read: entries.length,
+      scored: out.length,
+      failed: errors.length,
+      ...(outBytes === undefined ? {} : { out: { key: keys.out, bytes: outBytes } }),
+      ...(errorBytes === undefined ? {} : { errors: { key: keys.errors, bytes: errorBytes } }),
+    };
+  }
+
+  /** Streams the parts into the final objects, then writes the manifest (the commit point) and tidies up. */
+  async #commit(
+    job: JobSpec,
+    checkpoints: readonly Checkpoint[],
+    extraKeys: readonly string[],
+    /** Invocations not counted in a checkpoint: one that only commits. */
+    extraInvocations: number,
+  ): Promise<FinalOutcome> {
+    const bucket = job.output.bucket;
+    const parts = checkpoints.flatMap((c) => c.parts.map((part) => ({ part, shard: c.shard })));
+    const outSources = parts.flatMap(({ part }) => (part.out === undefined ? [] : [part.out]));
+    const errorSources = parts.flatMap(({ part }) => (part.errors === undefined ? [] : [part.errors]));
+    const outRef = { bucket, key: job.output.out };
+    const errorsRef = { bucket, key: job.output.errors };
+    const outBytes =
+      outSources.length === 0
+        ? await this.#store.write(outRef, [], { contentType: NDJSON, gzip: job.output.gzip })
+        : await this.#store.concat(outRef, outSources, NDJSON);
+    const errorBytes =
+      errorSources.length === 0
+        ? await this.#store.write(errorsRef, [], { contentType: NDJSON, gzip: false })
+        : await this.#store.concat(errorsRef, errorSources, NDJSON);
+    const counts = { read: 0, scored: 0, failed: 0 };
+    let scoringMs = 0;
+    for (const { part } of parts) {
+      counts.read += part.read;
+      counts.scored += part.scored;
+      counts.failed += part.failed;
+      scoringMs += part.ms;
+    }
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      status: 'succeeded',
+      input: job.input,
+      model: { name: job.model.name, version: job.model.version, sha256: job.model.sha256 },
+      counts,
+      outputs: {
+        out: { key: job.output.out, bytes: outBytes },
+        errors: { key: job.output.errors, bytes: errorBytes },
+      },
+      parts: parts.map(({ part, shard }) => {
+        // Part objects are deleted after the commit: the manifest keeps their ranges and counts only.
+        const { out: _out, errors: _errors, ...kept } = part;
+        return { shard: [shard.start, shard.end] as const, ...kept };
+      }),
+      timings: {
+        startedAt: job.startedAt,
+        finishedAt: new Date(this.#now()).toISOString(),
+        scoringMs,
+        invocations: checkpoints.reduce((n, c) => n + c.invocations, extraInvocations),
+      },
+    };
+    const manifestRef = { bucket, key: job.output.manifest };
+    await this.#store.putText(manifestRef, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');
+    this.#log.info('batch job committed', { key: job.input.key, manifest: manifestRef.key, ...counts });
+    const leftovers = [
+      ...parts.flatMap(({ part }) => [part.out?.key, part.errors?.key].filter((k) => k !== undefined)),
+      ...checkpoints.map((c) => checkpointKey(job.output.work, c.shard)),
+      ...extraKeys,
+    ];
+    try {
+      await this.#store.remove(bucket, leftovers);
+    } catch (error) {
+      // After the commit point a failed clean-up costs storage, never correctness.
+      this.#log.warn('batch job work objects could not be deleted', { work: job.output.work, error });
+    }
+    return { status: 'succeeded', manifest: manifestRef.key, counts };
+  }
+
+  /** Writes a `failed` manifest, and no output object, for a job that cannot run at all. */
+  async #fail(prepared: Prepared, error: ServingError, job?: JobSpec): Promise<FinalOutcome> {
+    const { object, input, info, etag, names, outputBucket } = prepared;
+    const now = new Date(this.#now()).toISOString();
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      status: 'failed',
+      input: {
+        bucket: object.bucket,
+        key: object.key,
+        etag,
+        ...(object.versionId === undefined ? {} : { versionId: object.versionId }),
+        size: info.size,
+        format: input.format,
+      },
+      model: {
+        name: input.model,
+        ...(job?.model.version !== undefined
+          ? { version: job.model.version, sha256: job.model.sha256 }
+          : input.version === undefined
+            ? {}
+            : { version: input.version }),
+      },
+      counts: { read: 0, scored: 0, failed: 0 },
+      parts: [],
+      timings: { startedAt: job?.startedAt ?? now, finishedAt: now, scoringMs: 0, invocations: 1 },
+      error: { code: error.code, message: error.message },
+    };
+    await this.#store.putText(
+      { bucket: outputBucket, key: names.manifest },
+      `${JSON.stringify(manifest, null, 2)}\n`,
+      'application/json',
+    );
+    this.#log.warn('batch job failed', { key: object.key, code: error.code, message: error.message });
+    return {
+      status: 'failed',
+      manifest: names.manifest,
+      counts: manifest.counts,
+      error: { code: error.code, message: error.message },
+    };
+  }
+
+  #commitFits(checkpoints: readonly Checkpoint[], clock: InvocationClock): boolean {
+    let bytes = 0;
+    for (const c of checkpoints)
+      for (const p of c.parts) bytes += (p.out?.bytes ?? 0) + (p.errors?.bytes ?? 0);
+    return clock.remainingMs() - this.#config.timeMarginMs >= bytes / COMMIT_BYTES_PER_MS;
+  }
+
+  async #readManifest(ref: ObjectRef): Promise<Manifest | undefined> {
+    const text = await this.#store.getText(ref);
+    if (text === undefined) return undefined;
+    try {
+      return parseManifest(text);
+    } catch (error) {
+      this.#log.warn('unreadable batch manifest: the job runs again', { key: ref.key, error });
+      return undefined;
+    }
+  }
+
+  async #loadCheckpoint(ref: ObjectRef, etag: string): Promise<Checkpoint | undefined> {
+    const text = await this.#store.getText(ref);
+    if (text === undefined) return undefined;
+    const checkpoint = parseCheckpoint(text);
+    if (checkpoint.job.input.etag !== etag) {
+      throw new BatchStateError(`the checkpoint ${ref.key} belongs to another version of the input`);
+    }
+    return checkpoint;
+  }
+
+  async #saveCheckpoint(checkpoint: Checkpoint): Promise<void> {
+    const { job, shard } = checkpoint;
+    await this.#store.putText(
+      { bucket: job.output.bucket, key: checkpointKey(job.output.work, shard) },
+      JSON.stringify(checkpoint),
+      'application/json',
+    );
+  }
+
+  /** The input's first line (a CSV header), or `undefined` for an empty input. */
+  async #firstLine(job: JobSpec): Promise<string | undefined> {
+    const source = this.#store.read(
+      { bucket: job.input.bucket, key: job.input.key },
+      { gunzip: job.input.gzip, etag: job.input.etag },
+    );
+    const lines = splitLines(source, { kind: 'line-start', offset: 0, line: 1 }, job.settings.maxLineBytes);
+    try {
+      const first = await lines.next();
+      if (first.done) return undefined;
+      if (first.value.bytes === undefined) throw new UnsupportedInputError('the CSV header line is too long');
+      return new TextDecoder().decode(first.value.bytes);
+    } finally {
+      await lines.return(undefined);
+    }
+  }
+
+  /** `\n` bytes before each offset of `offsets` (ascending), in one read of the input up to the last. */
+  async #countNewlines(job: JobSpec, offsets: readonly number[]): Promise<number[]> {
+    const counts = offsets.map(() => 0);
+    const end = offsets.at(-1) ?? 0;
+    if (end === 0) return counts;
+    const source = this.#store.read(
+      { bucket: job.input.bucket, key: job.input.key },
+      {
+        start: 0,
+        end,
+        etag: job.input.etag,
+        ...(job.input.versionId === undefined ? {} : { versionId: job.input.versionId }),
+      },
+    );
+    let base = 0;
+    let seen = 0;
+    let target = 0;
+    for await (const chunk of source) {
+      let pos = 0;
+      while (pos < chunk.byteLength) {
+        while (target < offsets.length && (offsets[target] as number) <= base + pos) counts[target++] = seen;
+        const limit = Math.min(chunk.byteLength, (offsets[target] ?? end) - base);
+        const newline = chunk.indexOf(10, pos);
+        if (newline !== -1 && newline < limit) {
+          seen += 1;
+          pos = newline + 1;
+        } else {
+          pos = limit;
+        }
+      }
+      base += chunk.byteLength;
+    }
+    while (target < offsets.length) counts[target++] = seen;
+    return counts;
+  }
+
+  #ignore(object: ObjectVersionRef, reason: string): FinalOutcome {
+    this.#log.info('batch event ignored', { bucket: object.bucket, key: object.key, reason });
+    return { status: 'ignored', reason };
+  }
+
+  #skip(object: ObjectVersionRef, reason: string): FinalOutcome {
+    this.#log.info('batch job skipped', { bucket: object.bucket, key: object.key, reason });
+    return { status: 'skipped', reason };
+  }
+}
+
+function initialCheckpoint(job: JobSpec, shard: ShardSpec): Checkpoint {
+  return {
+    format: CHECKPOINT_FORMAT,
+    job,
+    shard,
+    next: shard.start === 0 ? { offset: 0, line: 1 } : null,
+    parts: [],
+    done: false,
+    invocations: 0,
+  };
+}
+
+/** Errors that end a job for good (a manifest says why), as opposed to ones worth retrying. */
+function isJobFailure(error: unknown): error is ServingError {
+  return error instanceof ModelNotFoundError || error instanceof UnsupportedInputError;
+}

@@ -1,0 +1,38 @@
+/**
+ * Errors of the batch door, named by meaning. Record-level problems reuse the serving errors
+ * ({@link InvalidInputError} and friends): a record is a request that arrived in a file.
+ */
+import { ServingError } from '../errors';
+
+/** An invocation payload that is neither an S3 event, a continuation nor a Step Functions input. */
+export class InvalidBatchEventError extends ServingError {
+  override readonly code = 'invalid_batch_event';
+  override readonly status = 400;
+}
+
+/**
+ * The input object was replaced (new ETag) while a job for an earlier version of it ran. The job stops
+ * without a manifest: the new version has an event of its own.
+ */
+export class InputChangedError extends ServingError {
+  override readonly code = 'input_changed';
+  override readonly status = 409;
+}
+
+/** An input the job cannot score at all (e.g. CSV for a model with two inputs): the manifest says why. */
+export class UnsupportedInputError extends ServingError {
+  override readonly code = 'unsupported_input';
+  override readonly status = 422;
+}
+
+/** Saved job state (a checkpoint, a plan, a shard) is missing, malformed or from another job. */
+export class BatchStateError extends ServingError {
+  override readonly code = 'batch_state_invalid';
+  override readonly status = 500;
+}
+
+/** A job that needed more continuations than allowed: a guard against a chain that never ends. */
+export class TooManyContinuationsError extends ServingError {
+  override readonly code = 'too_many_continuations';
+  override readonly status = 500;
+}

@@ -1,0 +1,245 @@
+/**
+ * What a batch job writes down: the job (pinned when it starts), checkpoints of shards, the plan of a
+ * sharded run and the manifest, the commit point. Completed parts are immutable objects; a checkpoint
+ * lists them and the input offset where the next part starts, so a resumed run reads on from there.
+ */
+import { BatchStateError } from './errors';
+import type { InputFormat } from './object-names';
+
+export const CHECKPOINT_FORMAT = 'onnx-serverless/batch-checkpoint@1';
+export const MANIFEST_FORMAT = 'onnx-serverless/batch-manifest@1';
+export const PLAN_FORMAT = 'onnx-serverless/batch-plan@1';
+
+/** Everything fixed when a job starts, so every invocation and every shard scores the same way. */
+export interface JobSpec {
+  readonly input: {
+    readonly bucket: string;
+    readonly key: string;
+    readonly etag: string;
+    readonly versionId?: string;
+    readonly size: number;
+    readonly format: InputFormat;
+    readonly gzip: boolean;
+  };
+  readonly model: {
+    readonly name: string;
+    readonly version: string;
+    readonly sha256: string;
+    readonly maxBatchSize: number;
+  };
+  readonly output: {
+    readonly bucket: string;
+    readonly out: string;
+    readonly errors: string;
+    readonly manifest: string;
+    readonly work: string;
+    readonly gzip: boolean;
+  };
+  /** CSV: the header line (line 1), which shards that start later need too. */
+  readonly csvHeader?: string;
+  readonly settings: {
+    readonly partRecords: number;
+    readonly partBytes: number;
+    readonly maxBatchBytes: number;
+    readonly maxLineBytes: number;
+    readonly joinInput: boolean;
+    readonly csvIdColumn: string;
+  };
+  /** ISO time the job started. */
+  readonly startedAt: string;
+}
+
+/**
+ * A byte range of the input: lines that *start* in [start, end) belong to it (a line that runs past `end`
+ * is read to its end). `end` null: to the end of the input. `newlinesBefore` counts the `\n` bytes before
+ * `start`, so lines keep their numbers in the file; when absent the shard counts them itself.
+ */
+export interface ShardSpec {
+  readonly start: number;
+  readonly end: number | null;
+  readonly newlinesBefore?: number;
+}
+
+/** The whole input as one shard: what an S3-triggered run scores. */
+export const WHOLE_INPUT: ShardSpec = Object.freeze({ start: 0, end: null, newlinesBefore: 0 });
+
+/** A completed part: records of lines `firstLine`..`lastLine`, bytes [start, end) of the input. */
+export interface PartRecord {
+  readonly no: number;
+  readonly start: number;
+  readonly end: number;
+  readonly firstLine: number;
+  readonly lastLine: number;
+  readonly read: number;
+  readonly scored: number;
+  readonly failed: number;
+  /** The part's result lines; absent when no record of the part was scored. */
+  readonly out?: { readonly key: string; readonly bytes: number };
+  /** The part's error lines; absent when none failed. */
+  readonly errors?: { readonly key: string; readonly bytes: number };
+  readonly ms: number;
+}
+
+export interface Checkpoint {
+  readonly format: typeof CHECKPOINT_FORMAT;
+  readonly job: JobSpec;
+  readonly shard: ShardSpec;
+  /** Where the next part starts: a line start. `null` before the first part of a shard that starts mid-file. */
+  readonly next: { readonly offset: number; readonly line: number } | null;
+  readonly parts: readonly PartRecord[];
+  readonly done: boolean;
+  /** Invocations that worked on this shard. */
+  readonly invocations: number;
+}
+
+/** A sharded (Step Functions) run: the job and its shards, written by the plan step. */
+export interface Plan {
+  readonly format: typeof PLAN_FORMAT;
+  readonly job: JobSpec;
+  readonly shards: readonly ShardSpec[];
+}
+
+export type ManifestStatus = 'succeeded' | 'failed';
+
+/** The commit point of a job, written last. */
+export interface Manifest {
+  readonly format: typeof MANIFEST_FORMAT;
+  readonly status: ManifestStatus;
+  readonly input: {
+    readonly bucket: string;
+    readonly key: string;
+    readonly etag: string;
+    readonly versionId?: string;
+    readonly size: number;
+    readonly format?: InputFormat;
+    readonly gzip?: boolean;
+  };
+  readonly model: { readonly name: string; readonly version?: string; readonly sha256?: string };
+  readonly counts: { readonly read: number; readonly scored: number; readonly failed: number };
+  readonly outputs?: {
+    readonly out: { readonly key: string; readonly bytes: number };
+    readonly errors: { readonly key: string; readonly bytes: number };
+  };
+  readonly parts: readonly (PartRecord & { readonly shard: readonly [number, number | null] })[];
+  readonly timings: {
+    readonly startedAt: string;
+    readonly finishedAt: string;
+    /** Time spent reading, scoring and writing parts, summed over parts. */
+    readonly scoringMs: number;
+    readonly invocations: number;
+  };
+  readonly error?: { readonly code: string; readonly message: string };
+}
+
+/** `all` for the whole input, else `<start>-<end|end>`: the folder of a shard's parts. */
+export function shardId(shard: ShardSpec): string {
+  return shard.start === 0 && shard.end === null ? 'all' : `${shard.start}-${shard.end ?? 'end'}`;
+}
+
+/** Key of a shard's checkpoint, in the job's work folder. */
+export function checkpointKey(work: string, shard: ShardSpec): string {
+  return `${work}/${shardId(shard)}/checkpoint.json`;
+}
+
+/** Keys of a part's objects. */
+export function partKeys(job: JobSpec, shard: ShardSpec, no: number): { out: string; errors: string } {
+  const stem = `${job.output.work}/${shardId(shard)}/${String(no).padStart(6, '0')}`;
+  return { out: `${stem}.out.jsonl${job.output.gzip ? '.gz' : ''}`, errors: `${stem}.errors.jsonl` };
+}
+
+/** Keys of a sharded run's plan and of the shard list its Distributed Map reads. */
+export function planKeys(work: string): { plan: string; items: string } {
+  return { plan: `${work}/plan.json`, items: `${work}/shards.json` };
+}
+
+/**
+ * Fixed-size byte ranges covering an input of `size` bytes; the last one is open-ended (`end: null`) so a
+ * line that starts in it is never lost. Gzip inputs cannot be entered mid-stream: one shard.
+ *
+ * @example
+ * shardRanges(250, 100, false); // [{start: 0, end: 100}, {start: 100, end: 200}, {start: 200, end: null}]
+ */
+export function shardRanges(
+  size: number,
+  shardBytes: number,
+  gzip: boolean,
+): { start: number; end: number | null }[] {
+  if (gzip || size <= shardBytes) return [{ start: 0, end: null }];
+  const ranges: { start: number; end: number | null }[] = [];
+  for (let start = 0; start < size; start += shardBytes) {
+    ranges.push({ start, end: start + shardBytes >= size ? null : start + shardBytes });
+  }
+  return ranges;
+}
+
+type Json = Record<string, unknown>;
+
+function parseStored(text: string, format: string, what: string): Json {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new BatchStateError(`the ${what} is not valid JSON`, { cause: error });
+  }
+  if (typeof value !== 'object' || value === null || (value as Json).format !== format) {
+    throw new BatchStateError(`the ${what} is not a ${format} document`);
+  }
+  return value as Json;
+}
+
+/** @throws {@link BatchStateError} when `text` is not a checkpoint */
+export function parseCheckpoint(text: string): Checkpoint {
+  const value = parseStored(text, CHECKPOINT_FORMAT, 'checkpoint');
+  if (!isJobSpec(value.job) || !Array.isArray(value.parts) || typeof value.done !== 'boolean') {
+    throw new BatchStateError('the checkpoint is incomplete');
+  }
+  return value as unknown as Checkpoint;
+}
+
+/** @throws {@link BatchStateError} when `text` is not a manifest */
+export function parseManifest(text: string): Manifest {
+  const value = parseStored(text, MANIFEST_FORMAT, 'manifest');
+  const input = value.input as Json | undefined;
+  if (typeof input?.etag !== 'string' || (value.status !== 'succeeded' && value.status !== 'failed')) {
+    throw new BatchStateError('the manifest is incomplete');
+  }
+  return value as unknown as Manifest;
+}
+
+/** @throws {@link BatchStateError} when `text` is not a plan */
+export function parsePlan(text: string): Plan {
+  const value = parseStored(text, PLAN_FORMAT, 'plan');
+  if (!isJobSpec(value.job) || !Array.isArray(value.shards))
+    throw new BatchStateError('the plan is incomplete');
+  return value as unknown as Plan;
+}
+
+/** A structural check of a job handed back by Step Functions (our own plan output, passed through). */
+export function isJobSpec(value: unknown): value is JobSpec {
+  if (typeof value !== 'object' || value === null) return false;
+  const job = value as Json;
+  const input = job.input as Json | undefined;
+  const model = job.model as Json | undefined;
+  const output = job.output as Json | undefined;
+  const settings = job.settings as Json | undefined;
+  return (
+    typeof input?.bucket === 'string' &&
+    typeof input.key === 'string' &&
+    typeof input.etag === 'string' &&
+    typeof input.size === 'number' &&
+    (input.format === 'jsonl' || input.format === 'csv') &&
+    typeof input.gzip === 'boolean' &&
+    typeof model?.name === 'string' &&
+    typeof model.version === 'string' &&
+    typeof model.maxBatchSize === 'number' &&
+    typeof output?.bucket === 'string' &&
+    typeof output.work === 'string' &&
+    typeof output.out === 'string' &&
+    typeof output.errors === 'string' &&
+    typeof output.manifest === 'string' &&
+    typeof settings?.partRecords === 'number' &&
+    typeof settings.partBytes === 'number' &&
+    typeof settings.maxBatchBytes === 'number' &&
+    typeof settings.maxLineBytes === 'number'
+  );
+}

@@ -1,0 +1,98 @@
+/**
+ * Ports of the batch door: object I/O, the continuation of a job in a fresh invocation, and logging.
+ * Adapters: `S3ObjectIo` (S3, streaming) and `LambdaContinuation` (asynchronous self-invocation).
+ */
+
+/** An object in a bucket. */
+export interface ObjectRef {
+  readonly bucket: string;
+  readonly key: string;
+}
+
+export interface ObjectInfo {
+  readonly size: number;
+  /** Without quotes, as S3 event records give it. */
+  readonly etag: string;
+  readonly contentEncoding: string | undefined;
+  readonly versionId: string | undefined;
+}
+
+export interface ReadOptions {
+  /** First byte to return, in the decoded input (after gunzip). Default 0. */
+  readonly start?: number;
+  /** One past the last byte to return; default the end of the object. */
+  readonly end?: number;
+  /** Decompress the object (gzip); `start` and `end` then count decompressed bytes. */
+  readonly gunzip?: boolean;
+  /** Refuse to read another version than this ETag ({@link InputChangedError}). */
+  readonly etag?: string;
+  /** Read this version of a versioned bucket. */
+  readonly versionId?: string;
+}
+
+export interface WriteOptions {
+  readonly contentType: string;
+  /** Gzip the bytes on the way (the size returned is the stored, compressed one). */
+  readonly gzip: boolean;
+}
+
+/** A stored object and its size in bytes, as a source of {@link BatchObjectStore.concat}. */
+export interface StoredPart {
+  readonly key: string;
+  readonly bytes: number;
+}
+
+/** Object storage as the batch door needs it. Every method streams: nothing holds a whole object. */
+export interface BatchObjectStore {
+  /** Size, ETag and encoding, or `undefined` when the object does not exist. */
+  head(ref: ObjectRef): Promise<ObjectInfo | undefined>;
+  /** The object's bytes from `start`, as a stream (a ranged GET, or gunzip and skip). */
+  read(ref: ObjectRef, options?: ReadOptions): AsyncIterable<Uint8Array>;
+  /** A small UTF-8 document (manifest, checkpoint, plan), or `undefined` when missing. */
+  getText(ref: ObjectRef): Promise<string | undefined>;
+  putText(ref: ObjectRef, text: string, contentType?: string): Promise<void>;
+  /** Writes `chunks` as one object (a streaming multipart upload when large); returns the bytes stored. */
+  write(
+    ref: ObjectRef,
+    chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
+    options: WriteOptions,
+  ): Promise<number>;
+  /**
+   * Writes the concatenation of `sources` (objects of `target.bucket`, in order) as `target`, streaming
+   * them through one multipart upload; each source must still hold exactly `bytes`. Returns the size.
+   */
+  concat(target: ObjectRef, sources: readonly StoredPart[], contentType: string): Promise<number>;
+  /** Deletes `keys` of `bucket`; missing keys are not an error. */
+  remove(bucket: string, keys: readonly string[]): Promise<void>;
+}
+
+/** An object version a job is for: the S3 event's object, or the object a continuation carries on. */
+export interface ObjectVersionRef {
+  readonly bucket: string;
+  readonly key: string;
+  readonly etag?: string;
+  readonly versionId?: string;
+}
+
+/** The payload of a continuation invocation: `{"onnxServerlessBatch": {...}}`. */
+export interface ContinuationPayload {
+  readonly onnxServerlessBatch: {
+    readonly action: 'run';
+    readonly object: ObjectVersionRef;
+    /** How many continuations came before this one, to stop a runaway chain. */
+    readonly hop: number;
+  };
+}
+
+/** Runs the job again in a fresh invocation, which resumes from the job's checkpoint. */
+export interface Continuation {
+  schedule(payload: ContinuationPayload): Promise<void>;
+}
+
+/** Structured log lines. */
+export interface BatchLog {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+}
+
+export const NO_LOG: BatchLog = { info: () => {}, warn: () => {} };
