@@ -267,9 +267,15 @@ export class S3RepositoryWriter implements ModelRepositoryWriter {
       );
     }
     if (name === 'NoSuchBucket' || (status === 404 && what === 'reaching the repository')) {
-      return new RepositoryUnreachableError(`the bucket '${this.#bucket}' of ${where} does not exist`, {
-        cause: error,
-      });
+      // S3 answers a HEAD without a body, so its 404 is 'NotFound'; anything else may not be S3 at all.
+      const doubt =
+        name === 'NoSuchBucket' || name === 'NotFound' ? '' : ` (HTTP 404, ${name}: is it an S3 endpoint?)`;
+      return new RepositoryUnreachableError(
+        `the bucket '${this.#bucket}' of ${where} does not exist${doubt}`,
+        {
+          cause: error,
+        },
+      );
     }
     if (
       status === 403 ||
