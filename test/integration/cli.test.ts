@@ -374,6 +374,31 @@ describe('optimize', () => {
     expect(replaced.out).toContain('level basic');
   });
 
+  it('checks an image model at the sizes it is given for its symbolic dims', async () => {
+    const repo = await newFolder();
+    const file = textDirectionModelPath();
+    const [height, width] = ['p2o.DynamicDimension.1', 'p2o.DynamicDimension.2'];
+    expect((await cli('add', file, '--model', 'text-direction', '--repo', repo)).code).toBe(0);
+
+    const result = await cli(
+      'optimize',
+      '--model',
+      'text-direction',
+      '--repo',
+      repo,
+      '--measure-runs',
+      '0',
+      '--json',
+      '--check-dim',
+      `${height}=48`,
+      '--check-dim',
+      `${width}=192`,
+    );
+
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.out).check).toMatchObject({ inputs: { x: [2, 3, 48, 192] }, elements: 4 });
+  });
+
   it('says which model is missing', async () => {
     const repo = await newFolder();
     await mkdir(repo, { recursive: true });

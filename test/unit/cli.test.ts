@@ -89,6 +89,10 @@ describe('main', () => {
       ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--level', 'fast'],
       '--level must be one of basic, extended, all',
     ],
+    [
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--check-dim', 'h48'],
+      '--check-dim must look like name=size',
+    ],
     [['ls', '--repo', 'r', '--colour'], "Unknown option '--colour'"],
     [['ls', '--repo', 's3://Not_A_Bucket/x'], "'s3://Not_A_Bucket/x' is not a valid S3 repository"],
     [
@@ -264,6 +268,12 @@ describe('checkInputs', () => {
     expect(Array.from(first.b?.data as BigInt64Array).every((v) => v >= 0n && v < 4n)).toBe(true);
     expect(checkInputs(signature)).toEqual(first);
     expect(checkInputs(signature, 2)).not.toEqual(first);
+  });
+
+  it('takes the sizes it is given for named dims', () => {
+    const feeds = checkInputs(signature, 1, { seq: 5, batch: 3 });
+    expect(feeds.a?.shape).toEqual([3, 5, 4]);
+    expect(feeds.b?.shape).toEqual([3, 5]);
   });
 });
 

@@ -23,11 +23,11 @@ import { assertSupported, loadAndWarmUp } from './model-check';
 import {
   buildOrtCopy,
   formatOrtCopy,
-  levelOption,
   OPTIMIZE_HELP,
   OPTIMIZE_OPTIONS,
   type OrtCopy,
   ortCopyJson,
+  ortCopyOptions,
 } from './optimize';
 
 /** The next free version: one above the highest recorded, or 1. */
@@ -78,8 +78,7 @@ ${REPOSITORY_HELP}`,
     checkedSegments(model, requested);
     const maxBatchSize = integerOption(args, 'max-batch-size', 0);
     const optimize = args.values.optimize === true;
-    const level = levelOption(args);
-    const measureRuns = integerOption(args, 'measure-runs', 0) ?? 3;
+    const settings = ortCopyOptions(args);
 
     const { bytes, info } = await readOnnxFile(file);
     assertSupported(info);
@@ -98,7 +97,7 @@ ${REPOSITORY_HELP}`,
       const signature = loaded.signature;
       await loaded.release();
       const copy = optimize
-        ? await buildOrtCopy(bytes, { label, session, level, measureRuns, log: context.err })
+        ? await buildOrtCopy(bytes, { label, session, ...settings, log: context.err })
         : undefined;
 
       const written: string[] = [];

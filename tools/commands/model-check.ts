@@ -158,12 +158,16 @@ function prng(seed: number): () => number {
 
 /**
  * Seeded, non-zero inputs for comparing two sessions: floats uniform in [-1, 1), integers in [0, 4) (safe
- * as indices), booleans at random. A symbolic dim gets one value everywhere it appears: 2 when it leads
- * an input (a batch of two), 1 elsewhere, as in the serving warm-up.
+ * as indices), booleans at random. A symbolic dim gets one value everywhere it appears: the one `dims`
+ * gives it, else 2 when it leads an input (a batch of two) and 1 elsewhere, as in the serving warm-up.
  */
-export function checkInputs(signature: ModelSignature, seed = 1): Record<string, Tensor> {
+export function checkInputs(
+  signature: ModelSignature,
+  seed = 1,
+  dims: Readonly<Record<string, number>> = {},
+): Record<string, Tensor> {
   const random = prng(seed);
-  const symbols = new Map<string, number>();
+  const symbols = new Map<string, number>(Object.entries(dims));
   const feeds: Record<string, Tensor> = {};
   for (const input of signature.inputs) {
     const shape = input.shape.map((d, i) => {

@@ -53,6 +53,8 @@ export interface OrtCopyOptions {
   readonly level?: OptimizationLevel;
   /** Fresh processes per format for the creation time and memory figures; 0 skips them. Default 3. */
   readonly measureRuns?: number;
+  /** Values of symbolic dims for the check's inputs, e.g. `{ height: 48 }` (see {@link checkInputs}). */
+  readonly checkDims?: Readonly<Record<string, number>>;
   readonly log?: (text: string) => void;
 }
 
@@ -93,7 +95,7 @@ export async function buildOrtCopy(onnxBytes: Uint8Array, options: OrtCopyOption
     try {
       const optimised = await loadAndWarmUp(bytes, 'ort', `${options.label} (model.ort)`, session);
       try {
-        const feeds = checkInputs(original.signature);
+        const feeds = checkInputs(original.signature, 1, options.checkDims);
         const expected = await original.run(feeds);
         const actual = await optimised.run(feeds);
         let comparison: OutputComparison;
@@ -154,22 +156,39 @@ export function formatOrtCopy(copy: OrtCopy, onnxSize: number): string[] {
   return lines;
 }
 
-export function levelOption(args: ParsedArgs): OptimizationLevel {
+/** What `--level`, `--measure-runs` and `--check-dim` ask of {@link buildOrtCopy}. */
+export function ortCopyOptions(
+  args: ParsedArgs,
+): Pick<OrtCopyOptions, 'level' | 'measureRuns' | 'checkDims'> {
   const level = stringOption(args, 'level') ?? 'extended';
   if (!(OPTIMIZATION_LEVELS as readonly string[]).includes(level)) {
     throw new UsageError(`--level must be one of ${OPTIMIZATION_LEVELS.join(', ')}, got '${level}'`);
   }
-  return level as OptimizationLevel;
+  const checkDims: Record<string, number> = {};
+  for (const value of (args.values['check-dim'] as string[] | undefined) ?? []) {
+    const match = /^(.+)=([1-9]\d{0,5})$/.exec(value);
+    if (match === null)
+      throw new UsageError(`--check-dim must look like name=size, e.g. height=48, got '${value}'`);
+    checkDims[match[1] as string] = Number(match[2]);
+  }
+  return {
+    level: level as OptimizationLevel,
+    measureRuns: integerOption(args, 'measure-runs', 0) ?? 3,
+    checkDims,
+  };
 }
 
 export const OPTIMIZE_OPTIONS = {
   level: { type: 'string' },
   'measure-runs': { type: 'string' },
+  'check-dim': { type: 'string', multiple: true },
 } as const;
 
 export const OPTIMIZE_HELP = `  --level basic|extended|all   optimisations baked into model.ort (default extended: portable across CPUs;
                                all adds layout changes for this machine's instruction set)
-  --measure-runs <n>           fresh processes per format for the before/after figures (default 3; 0 skips)`;
+  --measure-runs <n>           fresh processes per format for the before/after figures (default 3; 0 skips)
+  --check-dim <name>=<size>    a symbolic dim's size in the check's inputs (repeatable; default: 2 for a
+                               leading dim, 1 for others), e.g. --check-dim height=48 for an image model`;
 
 export const optimizeCommand: Command = {
   name: 'optimize',
@@ -204,8 +223,7 @@ ${REPOSITORY_HELP}`,
     const model = requiredOption(args, 'model');
     const requested = stringOption(args, 'version');
     checkedSegments(model, requested);
-    const level = levelOption(args);
-    const measureRuns = integerOption(args, 'measure-runs', 0) ?? 3;
+    const settings = ortCopyOptions(args);
     const replace = args.values.replace === true;
     const writer = await repositoryFrom(args, context);
     try {
@@ -228,8 +246,7 @@ ${REPOSITORY_HELP}`,
       const copy = await buildOrtCopy(onnxBytes, {
         label,
         session: config.session,
-        level,
-        measureRuns,
+        ...settings,
         log: context.err,
       });
       await storeOrtCopy(writer, model, version, info.sha256, copy, replace);
