@@ -43,6 +43,8 @@ export interface ProviderFallback {
 /** A {@link LoadedModel} that also says which providers failed before {@link LoadedModel.provider} loaded. */
 export interface OrtLoadedModel extends LoadedModel {
   readonly fallbacks: readonly ProviderFallback[];
+  /** Bytes of the model file this session keeps alive: the file's size when used in place, else 0. */
+  readonly retainedBytes: number;
 }
 
 export interface OrtEngineOptions {
@@ -102,7 +104,10 @@ export class OrtEngine implements InferenceEngine {
         await session.release();
         throw error;
       }
-      return new OrtModel(session, signature, provider, fallbacks, artifact.bytes);
+      // Only a session that reads its weights from the fetched bytes needs them kept; an `.onnx` session
+      // holds its own copy, so dropping ours frees as much memory as the file is large.
+      const zeroCopy = artifact.format === 'ort' && options.useModelBytesDirectly;
+      return new OrtModel(session, signature, provider, fallbacks, zeroCopy ? artifact.bytes : undefined);
     }
     const reasons = fallbacks.map((f) => `${f.provider}: ${f.error.message}`).join('; ');
     throw new ModelLoadError(`onnxruntime could not create the session (${reasons})`, {
@@ -154,7 +159,7 @@ class OrtModel implements OrtLoadedModel {
     signature: ModelSignature,
     provider: string,
     fallbacks: readonly ProviderFallback[],
-    bytes: Uint8Array,
+    bytes: Uint8Array | undefined,
   ) {
     this.#session = session;
     this.signature = signature;
@@ -168,8 +173,7 @@ class OrtModel implements OrtLoadedModel {
     feeds: Readonly<Record<string, Tensor>>,
     outputs?: readonly string[],
   ): Promise<Record<string, Tensor>> {
-    if (this.#released !== undefined || this.#bytes === undefined)
-      throw new Error('the session was released');
+    if (this.#released !== undefined) throw new Error('the session was released');
     const fetches = outputs ?? this.#outputNames;
     const ortFeeds: Record<string, ort.Tensor> = {};
     let results: ort.InferenceSession.ReturnType;
@@ -190,6 +194,10 @@ class OrtModel implements OrtLoadedModel {
       value.dispose();
     }
     return converted;
+  }
+
+  get retainedBytes(): number {
+    return this.#bytes?.byteLength ?? 0;
   }
 
   release(): Promise<void> {

@@ -293,6 +293,9 @@ describe('OrtEngine', () => {
       const b = (await fromOrt.run({ x })).y;
       expect(b?.shape).toEqual([3, MLP.outputSize]);
       expectClose(b?.data as Float32Array, a?.data as Float32Array, { atol: 1e-5, rtol: 1e-5 });
+      // Only the session that reads its weights in place keeps the file's bytes alive.
+      expect(fromOrt.retainedBytes).toBe(mlpOrt.byteLength);
+      expect(fromOnnx.retainedBytes).toBe(0);
     });
 
     it('rejects a shape the graph refuses with InvalidInputError carrying the ORT message', async () => {
