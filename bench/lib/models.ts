@@ -35,6 +35,12 @@ export interface BenchModel {
 /** What to build: an MLP of about `weightMB` of float32 weights, the linear model, or the real classifier. */
 export type ModelSpec =
   | { readonly kind: 'mlp'; readonly weightMB: number }
+  | {
+      readonly kind: 'mlp-layers';
+      readonly inputSize: number;
+      readonly hidden: readonly number[];
+      readonly outputSize: number;
+    }
   | { readonly kind: 'linear' }
   | { readonly kind: 'text-direction'; readonly height: number; readonly width: number };
 
@@ -51,6 +57,13 @@ export async function prepareModel(dir: string, spec: ModelSpec): Promise<BenchM
     const options = mlpOptionsForWeightBytes(spec.weightMB * 1e6);
     name = `mlp-${spec.weightMB}mb`;
     const layers = [options.inputSize, ...options.hidden, options.outputSize].join('-');
+    description = `MLP ${layers}, ${(mlpWeightBytes(options) / 1e6).toFixed(1)} MB of weights`;
+    onnxBytes = buildMlpModel(options);
+    input = { name: 'x', shape: [1, options.inputSize] };
+  } else if (spec.kind === 'mlp-layers') {
+    const options = { inputSize: spec.inputSize, hidden: spec.hidden, outputSize: spec.outputSize, seed: 1 };
+    const layers = [options.inputSize, ...options.hidden, options.outputSize].join('-');
+    name = `mlp-${layers}`;
     description = `MLP ${layers}, ${(mlpWeightBytes(options) / 1e6).toFixed(1)} MB of weights`;
     onnxBytes = buildMlpModel(options);
     input = { name: 'x', shape: [1, options.inputSize] };

@@ -1,5 +1,352 @@
-import { type PartOptions, type PartResult, unavailable } from '../lib/part';
+/**
+ * Part 4, dynamic batching: the HTTP server (the bundled container entry point, dist/server/index.js, in
+ * its own process) under 64 concurrent clients from autocannon on loopback, for a fixed time, with
+ * dynamic batching on and off; small models on CPU. Two servers run side by side (idle while the other is
+ * measured) and the runs alternate between them. The batch run time comes from the server's own
+ * Prometheus metrics (/metrics), read before and after each run.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { benchInput, elements } from '../lib/input';
+import { type BenchModel, type ModelSpec, prepareModel } from '../lib/models';
+import { type PartOptions, type PartResult, type Target, target, verdict } from '../lib/part';
+import { type Summary, summarize } from '../lib/stats';
+import { formatSummary, type Table } from '../lib/table';
 
-export async function runDynamicBatching(_options: PartOptions): Promise<PartResult> {
-  return unavailable('dynamic', 'not written yet');
+const CONNECTIONS = 64;
+const THROUGHPUT_LIMIT = 3;
+/** The model's config.json `dynamicBatching`: the delay is what the p99 target is measured against. */
+const DYNAMIC_BATCHING = { maxBatchSize: 64, maxQueueDelayMs: 5, maxQueueSize: 256 } as const;
+
+/** The small part of autocannon's API used here (the package ships no typings). */
+interface AutocannonResult {
+  readonly duration: number;
+  readonly '2xx': number;
+  readonly non2xx: number;
+  readonly errors: number;
+  readonly timeouts: number;
+  readonly latency: { readonly p50: number; readonly p99: number; readonly max: number };
+}
+type Autocannon = (options: {
+  url: string;
+  method: string;
+  headers: Record<string, string>;
+  body: string;
+  connections: number;
+  duration: number;
+}) => Promise<AutocannonResult>;
+
+type Mode = 'on' | 'off';
+
+interface RunFigures {
+  readonly requestsPerSecond: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly failures: number;
+  /** Mean engine run time and rows per batch in the run (batching on), from /metrics. */
+  readonly batchRunMs?: number;
+  readonly rowsPerBatch?: number;
+}
+
+export interface DynamicBatchingRow {
+  readonly mode: Mode;
+  readonly requestsPerSecond: Summary;
+  readonly p50Ms: Summary;
+  readonly p99Ms: Summary;
+  readonly batchRunMs?: Summary;
+  readonly rowsPerBatch?: Summary;
+  readonly runs: readonly RunFigures[];
+}
+
+/**
+ * The models: the sample repository's tiny linear model, where a run costs microseconds, and a small MLP
+ * whose matrix products gain from stacked rows (the pair docs/containers.md measures).
+ */
+const MODELS: readonly ModelSpec[] = [
+  { kind: 'linear' },
+  { kind: 'mlp-layers', inputSize: 256, hidden: [2048, 2048], outputSize: 10 },
+];
+
+export async function runDynamicBatching(options: PartOptions): Promise<PartResult> {
+  const { root, workDir, log, quick } = options;
+  const serverBundle = join(root, 'dist/server/index.js');
+  if (!existsSync(serverBundle)) throw new Error(`${serverBundle} is missing: run 'node tools/build.mjs'`);
+  const autocannon = require('autocannon') as Autocannon;
+  const repository = join(workDir, 'repository');
+  const models: BenchModel[] = [];
+  for (const spec of MODELS) {
+    const model = await prepareModel(workDir, spec);
+    await publishToFolder(repository, model);
+    models.push(model);
+  }
+  const durationS = quick ? 1 : 5;
+  const servers = {
+    on: await startServer(serverBundle, repository, models, 'on'),
+    off: await startServer(serverBundle, repository, models, 'off'),
+  };
+  try {
+    const results: ModelFigures[] = [];
+    for (const model of models) {
+      const path = `/v2/models/${model.name}/infer`;
+      const body = JSON.stringify({
+        inputs: [
+          {
+            name: model.input.name,
+            datatype: 'FP32',
+            shape: model.input.shape,
+            data: Array.from(benchInput(elements(model.input.shape))),
+          },
+        ],
+      });
+      const answers = await Promise.all([servers.on, servers.off].map((s) => infer(s.url + path, body)));
+      if (answers[0] !== answers[1]) {
+        throw new Error(`${model.name}: batching on and off answer differently: ${answers.join(' vs ')}`);
+      }
+      const load = async (mode: Mode, seconds: number): Promise<RunFigures> => {
+        const before = await batchMetrics(servers[mode].url, model.name);
+        const result = await autocannon({
+          url: servers[mode].url + path,
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body,
+          connections: CONNECTIONS,
+          duration: seconds,
+        });
+        const after = await batchMetrics(servers[mode].url, model.name);
+        const batches = after.count - before.count;
+        return {
+          requestsPerSecond: result['2xx'] / result.duration,
+          p50Ms: result.latency.p50,
+          p99Ms: result.latency.p99,
+          failures: result.non2xx + result.errors + result.timeouts,
+          ...(batches > 0
+            ? {
+                batchRunMs: ((after.seconds - before.seconds) * 1000) / batches,
+                rowsPerBatch: (after.rows - before.rows) / batches,
+              }
+            : {}),
+        };
+      };
+      // Warm both: the first second pays JIT and allocator growth.
+      await load('on', 1);
+      await load('off', 1);
+      const runs: Record<Mode, RunFigures[]> = { on: [], off: [] };
+      for (let run = 0; run < options.runs; run++) {
+        const order: Mode[] = run % 2 === 0 ? ['on', 'off'] : ['off', 'on'];
+        for (const mode of order) runs[mode].push(await load(mode, durationS));
+      }
+      log(`dynamic: ${model.name} done`);
+      results.push(figures(model, runs));
+    }
+    return report(results, durationS);
+  } finally {
+    await Promise.all([servers.on.stop(), servers.off.stop()]);
+  }
+}
+
+/** Both modes of one model, and its targets. */
+export interface ModelFigures {
+  readonly model: string;
+  readonly description: string;
+  readonly on: DynamicBatchingRow;
+  readonly off: DynamicBatchingRow;
+  /** Per run, requests/s with batching on over off. */
+  readonly speedup: Summary;
+  /** The configured queue delay plus two batch runs (the median mean batch run time). */
+  readonly p99BoundMs: number;
+  readonly failures: number;
+  readonly targets: readonly Target[];
+}
+
+function figures(model: BenchModel, runs: Record<Mode, RunFigures[]>): ModelFigures {
+  const row = (mode: Mode): DynamicBatchingRow => {
+    const list = runs[mode];
+    const batchRuns = list.flatMap((r) => (r.batchRunMs === undefined ? [] : [r.batchRunMs]));
+    const rows = list.flatMap((r) => (r.rowsPerBatch === undefined ? [] : [r.rowsPerBatch]));
+    return {
+      mode,
+      requestsPerSecond: summarize(list.map((r) => r.requestsPerSecond)),
+      p50Ms: summarize(list.map((r) => r.p50Ms)),
+      p99Ms: summarize(list.map((r) => r.p99Ms)),
+      ...(batchRuns.length > 0 ? { batchRunMs: summarize(batchRuns) } : {}),
+      ...(rows.length > 0 ? { rowsPerBatch: summarize(rows) } : {}),
+      runs: list,
+    };
+  };
+  const on = row('on');
+  const off = row('off');
+  const speedup = summarize(
+    runs.on.map((r, i) => r.requestsPerSecond / (runs.off[i] as RunFigures).requestsPerSecond),
+  );
+  const p99BoundMs = DYNAMIC_BATCHING.maxQueueDelayMs + 2 * (on.batchRunMs?.median ?? 0);
+  return {
+    model: model.name,
+    description: model.description,
+    on,
+    off,
+    speedup,
+    p99BoundMs,
+    failures: [...runs.on, ...runs.off].reduce((sum, r) => sum + r.failures, 0),
+    targets: [
+      target(`${model.name}: throughput, batching on / off`, speedup.median, '>=', THROUGHPUT_LIMIT),
+      target(
+        `${model.name}: p99 (ms) with batching on, within queue delay + 2 batch runs`,
+        on.p99Ms.median,
+        '<=',
+        p99BoundMs,
+      ),
+    ],
+  };
+}
+
+function report(results: readonly ModelFigures[], durationS: number): PartResult {
+  const table: Table = {
+    title: `Dynamic batching: HTTP server, ${CONNECTIONS} concurrent clients (autocannon, ${durationS} s per run), CPU (median (min–max) over runs)`,
+    columns: [
+      'model',
+      'batching',
+      'requests/s',
+      'p50 ms',
+      'p99 ms',
+      'batch run ms',
+      'rows/batch',
+      'on/off',
+      'p99 bound ms',
+      'target',
+    ],
+    rows: results.flatMap((m) =>
+      [m.on, m.off].map((r) => [
+        m.model,
+        r.mode,
+        formatSummary(r.requestsPerSecond),
+        formatSummary(r.p50Ms, 1),
+        formatSummary(r.p99Ms, 1),
+        formatSummary(r.batchRunMs, 2),
+        formatSummary(r.rowsPerBatch, 1),
+        r.mode === 'on' ? formatSummary(m.speedup, 2) : '',
+        r.mode === 'on' ? m.p99BoundMs.toFixed(1) : '',
+        r.mode === 'on' ? verdict(m.targets) : '',
+      ]),
+    ),
+    notes: [
+      `Targets: throughput on/off >= ${THROUGHPUT_LIMIT}; p99 (on) <= maxQueueDelayMs (${DYNAMIC_BATCHING.maxQueueDelayMs}) + 2 x the mean batch run time (from /metrics).`,
+      `config.json dynamicBatching: ${JSON.stringify(DYNAMIC_BATCHING)}; one-row JSON requests, keep-alive connections.`,
+      ...results.map(
+        (m) =>
+          `${m.model}: ${m.description}; failed requests (non-2xx, errors, timeouts) over all runs: ${m.failures}.`,
+      ),
+      'The load generator (autocannon, in the bench process) shares the 2 cores with the server.',
+    ],
+  };
+  return {
+    part: 'dynamic',
+    available: true,
+    tables: [table],
+    targets: results.flatMap((m) => m.targets),
+    data: { connections: CONNECTIONS, durationS, dynamicBatching: DYNAMIC_BATCHING, models: results },
+  };
+}
+
+async function publishToFolder(repository: string, model: BenchModel): Promise<void> {
+  const dir = join(repository, model.name, '1');
+  await mkdir(dir, { recursive: true });
+  await copyFile(model.onnx.file, join(dir, 'model.onnx'));
+  await copyFile(model.ort.file, join(dir, 'model.ort'));
+  const config = {
+    name: model.name,
+    maxBatchSize: DYNAMIC_BATCHING.maxBatchSize,
+    versions: {
+      '1': {
+        sha256: model.onnx.sha256,
+        size: model.onnx.size,
+        ort: { sha256: model.ort.sha256, size: model.ort.size },
+      },
+    },
+    dynamicBatching: DYNAMIC_BATCHING,
+  };
+  await writeFile(join(repository, model.name, 'config.json'), JSON.stringify(config, null, 2));
+}
+
+interface RunningServer {
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+/** Starts the bundled server on a free port with the models preloaded; resolves once it is ready. */
+async function startServer(
+  bundle: string,
+  repository: string,
+  models: readonly BenchModel[],
+  mode: Mode,
+): Promise<RunningServer> {
+  const child: ChildProcess = spawn(process.execPath, [bundle], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      ONNX_SERVE_MODEL_REPOSITORY: repository,
+      ONNX_SERVE_PORT: '0',
+      ONNX_SERVE_PRELOAD: models.map((m) => m.name).join(','),
+      ONNX_SERVE_DYNAMIC_BATCHING: mode,
+      ONNX_SERVE_DISK_CACHE_MB: '0',
+      ONNX_SERVE_LOG_LEVEL: 'INFO',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the ${mode} server did not start:\n${output}`)), 30_000);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the ${mode} server exited with ${code}:\n${output}`));
+    });
+    child.stderr?.on('data', (chunk: Buffer) => {
+      output = (output + chunk.toString()).slice(-4000);
+    });
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output = (output + chunk.toString()).slice(-4000);
+      const listening = /"message":"listening".*?"url":"([^"]+)"/.exec(output);
+      if (listening?.[1] !== undefined && /"message":"ready"/.test(output)) {
+        clearTimeout(timer);
+        resolve(listening[1]);
+      }
+    });
+  });
+  return {
+    url,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+async function infer(url: string, body: string): Promise<string> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body,
+  });
+  const text = await response.text();
+  if (response.status !== 200) throw new Error(`${url} answered ${response.status}: ${text}`);
+  return JSON.stringify((JSON.parse(text) as { outputs: unknown }).outputs);
+}
+
+/** The dynamic batcher's histograms of `model` on /metrics: batches, rows and run seconds so far. */
+async function batchMetrics(
+  url: string,
+  model: string,
+): Promise<{ count: number; rows: number; seconds: number }> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const sum = (name: string) =>
+    text
+      .split('\n')
+      .filter((line) => line.startsWith(`${name}{`) && line.includes(`model="${model}"`))
+      .reduce((total, line) => total + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+  return {
+    count: sum('onnx_serve_batch_duration_seconds_count'),
+    rows: sum('onnx_serve_batch_size_sum'),
+    seconds: sum('onnx_serve_batch_duration_seconds_sum'),
+  };
 }
