@@ -42,7 +42,7 @@ import {
 } from './job-state';
 import { type Line, type SplitStart, splitLines } from './line-splitter';
 import { type InputKey, normalizeEtag, type OutputNames, outputNames, parseInputKey } from './object-names';
-import { errorLine, resultLine } from './output-lines';
+import { PartScorer } from './part-scorer';
 import {
   type BatchLog,
   type BatchObjectStore,
@@ -52,8 +52,8 @@ import {
   type ObjectRef,
   type ObjectVersionRef,
 } from './ports';
-import { createRecordParser, hasBatchAxis, type ParsedRecord, type RecordResult } from './records';
-import { type Scorer, scoreRecords } from './score-records';
+import { createRecordParser, hasBatchAxis, type RecordResult } from './records';
+import type { Scorer } from './score-records';
 
 /** How a job invocation ended. */
 export type JobOutcome =
@@ -131,10 +131,6 @@ interface Prepared {
   readonly etag: string;
   readonly names: OutputNames;
   readonly outputBucket: string;
-}
-
-interface PartEntry {
-  readonly result: Exclude<RecordResult, { kind: 'blank' }>;
 }
 
 /**
@@ -493,14 +489,21 @@ export class BatchJobRunner {
           }
           if ((worked || !mustProgress) && clock.remainingMs() - this.#config.timeMarginMs <= slowest) break;
           const began = this.#now();
-          const entries: PartEntry[] = [];
+          const scorer = new PartScorer({
+            scorer: this.#service,
+            model: job.model.name,
+            version: job.model.version,
+            batched,
+            maxBatchRecords: job.model.maxBatchSize,
+            maxBatchBytes: job.settings.maxBatchBytes,
+          });
           let bytes = 0;
           let first: Line | undefined;
           let last: Line | undefined;
           while (
             !next.done &&
             next.value.start < shardEnd &&
-            entries.length < job.settings.partRecords &&
+            scorer.read < job.settings.partRecords &&
             bytes < job.settings.partBytes
           ) {
             const line = next.value;
@@ -509,12 +512,13 @@ export class BatchJobRunner {
             bytes += line.end - line.start;
             // Line 1 of a CSV input is its header.
             const result = job.input.format === 'csv' && line.number === 1 ? undefined : parse(line);
-            if (result !== undefined && result.kind !== 'blank') entries.push({ result });
+            if (result !== undefined && result.kind !== 'blank') await scorer.add(result);
             next = await lines.next();
           }
+          await scorer.finish();
           const firstLine = first as Line;
           const lastLine = last as Line;
-          const part = await this.#writePart(job, shard, checkpoint.parts.length, entries, batched);
+          const part = await this.#writePart(job, shard, checkpoint.parts.length, scorer);
           const ms = this.#now() - began;
           checkpoint = {
             ...checkpoint,
@@ -547,54 +551,34 @@ export class BatchJobRunner {
     return { checkpoint, done, worked, counted: true };
   }
 
-  /** Scores one part and writes its result and error lines, in input order, as immutable objects. */
+  /** Writes a scored part's result and error lines as immutable objects. */
   async #writePart(
     job: JobSpec,
     shard: ShardSpec,
     no: number,
-    entries: readonly PartEntry[],
-    batched: boolean,
+    scorer: PartScorer,
   ): Promise<Omit<PartRecord, 'start' | 'end' | 'firstLine' | 'lastLine' | 'ms'>> {
-    const records: ParsedRecord[] = [];
-    for (const entry of entries) if (entry.result.kind === 'record') records.push(entry.result.record);
-    const outcomes = await scoreRecords(records, {
-      scorer: this.#service,
-      model: job.model.name,
-      version: job.model.version,
-      batched,
-      maxBatchRecords: job.model.maxBatchSize,
-      maxBatchBytes: job.settings.maxBatchBytes,
-    });
-    const out: Uint8Array[] = [];
-    const errors: Uint8Array[] = [];
-    let next = 0;
-    for (const { result } of entries) {
-      if (result.kind === 'failure') {
-        errors.push(errorLine(result.failure));
-        continue;
-      }
-      const outcome = outcomes[next++];
-      if (outcome?.ok === true) out.push(resultLine(result.record, outcome.outputs));
-      else if (outcome !== undefined) errors.push(errorLine(outcome.failure));
-    }
     const keys = partKeys(job, shard, no);
     const bucket = job.output.bucket;
     const outBytes =
-      out.length === 0
+      scorer.scored === 0
         ? undefined
-        : await this.#store.write({ bucket, key: keys.out }, out, {
+        : await this.#store.write({ bucket, key: keys.out }, scorer.out.chunks(), {
             contentType: NDJSON,
             gzip: job.output.gzip,
           });
     const errorBytes =
-      errors.length === 0
+      scorer.failed === 0
         ? undefined
-        : await this.#store.write({ bucket, key: keys.errors }, errors, { contentType: NDJSON, gzip: false });
+        : await this.#store.write({ bucket, key: keys.errors }, scorer.errors.chunks(), {
+            contentType: NDJSON,
+            gzip: false,
+          });
     return {
       no,
-      read: entries.length,
-      scored: out.length,
-      failed: errors.length,
+      read: scorer.read,
+      scored: scorer.scored,
+      failed: scorer.failed,
       ...(outBytes === undefined ? {} : { out: { key: keys.out, bytes: outBytes } }),
       ...(errorBytes === undefined ? {} : { errors: { key: keys.errors, bytes: errorBytes } }),
     };

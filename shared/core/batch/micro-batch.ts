@@ -14,10 +14,52 @@ export interface BatchCandidate {
 }
 
 /**
- * Groups records (by index) into micro-batches: in input order, each record joins the open batch of its
- * shape key, which closes when it holds `maxRecords` records or another record would take it over
- * `maxBytes`. A record alone over `maxBytes` gets a batch of its own. Deterministic: the same records give
- * the same batches, which is what makes a resumed run byte-identical to an uninterrupted one.
+ * Groups records into micro-batches as they arrive: each record joins the open batch of its shape key,
+ * which closes when it holds `maxRecords` records or another record would take it over `maxBytes`. A
+ * record alone over `maxBytes` gets a batch of its own. Deterministic: the same records in the same order
+ * give the same batches, which is what makes a resumed run byte-identical to an uninterrupted one.
+ */
+export class MicroBatcher<T extends BatchCandidate> {
+  readonly #open = new Map<string, { items: T[]; bytes: number }>();
+  readonly #maxRecords: number;
+  readonly #maxBytes: number;
+
+  constructor(maxRecords: number, maxBytes: number) {
+    this.#maxRecords = Math.max(1, maxRecords);
+    this.#maxBytes = maxBytes;
+  }
+
+  /** Adds a record; returns the batches that closed (zero, one or two). */
+  add(item: T): T[][] {
+    const closed: T[][] = [];
+    let batch = this.#open.get(item.shapeKey);
+    if (batch !== undefined && batch.bytes + item.bytes > this.#maxBytes) {
+      closed.push(batch.items);
+      batch = undefined;
+    }
+    if (batch === undefined) {
+      batch = { items: [], bytes: 0 };
+      this.#open.set(item.shapeKey, batch);
+    }
+    batch.items.push(item);
+    batch.bytes += item.bytes;
+    if (batch.items.length >= this.#maxRecords) {
+      closed.push(batch.items);
+      this.#open.delete(item.shapeKey);
+    }
+    return closed;
+  }
+
+  /** Closes every open batch, in the order they were opened. */
+  flush(): T[][] {
+    const closed = [...this.#open.values()].map((b) => b.items);
+    this.#open.clear();
+    return closed;
+  }
+}
+
+/**
+ * Groups records (by index) into micro-batches with a {@link MicroBatcher}.
  *
  * @example
  * planMicroBatches([{ shapeKey: '2', bytes: 8 }, { shapeKey: '3', bytes: 12 }, { shapeKey: '2', bytes: 8 }], 64, 1 << 20);
@@ -28,27 +70,14 @@ export function planMicroBatches(
   maxRecords: number,
   maxBytes: number,
 ): number[][] {
+  const batcher = new MicroBatcher<BatchCandidate & { index: number }>(maxRecords, maxBytes);
   const batches: number[][] = [];
-  const open = new Map<string, { indexes: number[]; bytes: number }>();
-  const cap = Math.max(1, maxRecords);
   records.forEach((record, index) => {
-    let batch = open.get(record.shapeKey);
-    if (batch !== undefined && batch.bytes + record.bytes > maxBytes) {
-      batches.push(batch.indexes);
-      batch = undefined;
-    }
-    if (batch === undefined) {
-      batch = { indexes: [], bytes: 0 };
-      open.set(record.shapeKey, batch);
-    }
-    batch.indexes.push(index);
-    batch.bytes += record.bytes;
-    if (batch.indexes.length >= cap) {
-      batches.push(batch.indexes);
-      open.delete(record.shapeKey);
+    for (const closed of batcher.add({ shapeKey: record.shapeKey, bytes: record.bytes, index })) {
+      batches.push(closed.map((c) => c.index));
     }
   });
-  for (const batch of open.values()) batches.push(batch.indexes);
+  for (const closed of batcher.flush()) batches.push(closed.map((c) => c.index));
   return batches;
 }
 
