@@ -202,6 +202,61 @@ export function jsonLines(text: string | undefined): Record<string, unknown>[] {
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
+/** Malformed lines of the data sets, and what the errors file must say of each. */
+export const MALFORMED: readonly [string, RegExp][] = [
+  ['{"x": [1, 2, 3', /^line \d+ is not valid JSON/],
+  ['{"x": [1, 2, 3]}', /^input 'x': dim 1 is 3 but the model takes 10/],
+  [
+    '{"x": [1, 2, 3, 4, 5, 6, 7, "eight", 9, 10]}',
+    /^input 'x': element 7 \("eight"\) is not a finite number/,
+  ],
+  ['{"z": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}', /^the model has no input 'z'/],
+  ['{"id": true, "x": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}', /^the record's 'id' must be a string or a number/],
+  ['"just a string"', /^a record must be a nested array or an object/],
+  ['{"x": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [1]]}', /not rectangular/],
+];
+
+/** A JSON Lines input of `count` records for `linear`, in every record form, with every 100th line malformed. */
+export function dataset(count: number, seed = 1) {
+  const random = prng(seed);
+  const good = new Map<number, { id: string | number; x: number[] }>();
+  const bad = new Set<number>();
+  const lines: string[] = [];
+  for (let n = 1; n <= count; n++) {
+    if (n % 100 === 37) {
+      bad.add(n);
+      lines.push((MALFORMED[n % MALFORMED.length] as [string, RegExp])[0]);
+      continue;
+    }
+    const x = Array.from({ length: 10 }, () => Math.round((random() * 4 - 2) * 1000) / 1000);
+    const xs = JSON.stringify(x);
+    switch (n % 5) {
+      case 0:
+        good.set(n, { id: `rec-${n}`, x });
+        lines.push(`{"id": "rec-${n}", "x": ${xs}}`);
+        break;
+      case 1:
+        good.set(n, { id: n, x });
+        lines.push(xs);
+        break;
+      case 2:
+        good.set(n, { id: n * 10, x });
+        lines.push(`{"inputs": {"x": [${xs}]}, "id": ${n * 10}}`);
+        break;
+      case 3:
+        good.set(n, { id: `oip-${n}`, x });
+        lines.push(
+          `{"id": "oip-${n}", "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 10], "data": ${xs}}]}`,
+        );
+        break;
+      default:
+        good.set(n, { id: n, x });
+        lines.push(`{"inputs": ${xs}}`);
+    }
+  }
+  return { text: `${lines.join('\n')}\n`, good, bad };
+}
+
 /** mulberry32: deterministic test data. */
 export function prng(seed: number): () => number {
   let state = seed >>> 0;

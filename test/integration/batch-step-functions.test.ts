@@ -1,0 +1,346 @@
+/**
+ * The Step Functions definition in functions/batch/state-machine.asl.json, run locally: a small
+ * interpreter of the subset of the Amazon States Language it uses (Task on lambda:invoke, Choice, a
+ * Distributed Map with an S3 JSON ItemReader and an ItemBatcher, Succeed) drives the real batch handler
+ * against s3rver, child executions running at once. The union of the shards must equal a single run.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Context } from 'aws-lambda';
+import type { JobOutcome } from '../../shared/core/batch/batch-job';
+import type { Manifest } from '../../shared/core/batch/job-state';
+import { expectClose } from '../support/golden';
+import { type S3Server, startS3Server } from '../support/s3-server';
+import {
+  type BatchHarness,
+  batchHarness,
+  budgetContext,
+  dataset,
+  EventLog,
+  getText,
+  INPUT_PREFIX,
+  jsonLines,
+  listKeys,
+  OUTPUT_PREFIX,
+  publishLinear,
+  upload,
+} from './batch-harness';
+
+const FUNCTION_ARN = 'arn:aws:lambda:eu-west-1:123456789012:function:onnx-serverless-batch';
+const DEFINITION_FILE = join(__dirname, '../../functions/batch/state-machine.asl.json');
+
+type Json = Record<string, unknown>;
+
+interface StateMachine {
+  readonly StartAt: string;
+  readonly States: Readonly<Record<string, Json>>;
+}
+
+/** The definition as CloudFormation deploys it: DefinitionSubstitutions applied. */
+function definition(): StateMachine {
+  const text = readFileSync(DEFINITION_FILE, 'utf8');
+  const placeholder = ['$', '{BatchFunctionArn}'].join('');
+  return JSON.parse(text.replaceAll(placeholder, FUNCTION_ARN)) as StateMachine;
+}
+
+interface Services {
+  invoke(functionName: string, payload: unknown): Promise<unknown>;
+  getObject(bucket: string, key: string): Promise<string>;
+}
+
+/** `$` or `$.a.b`: the only JSONPath the definition may use (anything else fails the test). */
+function select(data: unknown, path: string): unknown {
+  if (path === '$') return data;
+  if (!/^\$(\.[A-Za-z_][A-Za-z0-9_]*)+$/.test(path)) throw new Error(`unsupported JSONPath '${path}'`);
+  return path
+    .slice(2)
+    .split('.')
+    .reduce<unknown>((value, key) => {
+      if (typeof value !== 'object' || value === null || !(key in value)) {
+        throw new Error(`States.Runtime: '${path}' is not in the state's input`);
+      }
+      return (value as Json)[key];
+    }, data);
+}
+
+/** Parameters / ResultSelector / BatchInput templates: keys ending in `.$` take a path's value. */
+function fill(template: unknown, data: unknown): unknown {
+  if (typeof template !== 'object' || template === null || Array.isArray(template)) return template;
+  const out: Json = {};
+  for (const [key, value] of Object.entries(template)) {
+    if (key.endsWith('.$')) out[key.slice(0, -2)] = select(data, value as string);
+    else out[key] = fill(value, data);
+  }
+  return out;
+}
+
+function place(input: unknown, resultPath: unknown, result: unknown): unknown {
+  if (resultPath === undefined || resultPath === '$') return result;
+  if (resultPath === null) return input;
+  const keys = (resultPath as string).slice(2).split('.');
+  const root = structuredClone(input) as Json;
+  let at = root;
+  for (const key of keys.slice(0, -1)) {
+    at[key] = typeof at[key] === 'object' && at[key] !== null ? at[key] : {};
+    at = at[key] as Json;
+  }
+  at[keys.at(-1) as string] = result;
+  return root;
+}
+
+function matches(choice: Json, data: unknown): boolean {
+  const value = select(data, choice.Variable as string);
+  if ('StringEquals' in choice) return value === choice.StringEquals;
+  if ('BooleanEquals' in choice) return value === choice.BooleanEquals;
+  throw new Error(`unsupported Choice rule ${JSON.stringify(choice)}`);
+}
+
+/** Runs a (sub-)state machine to its end; returns its output. */
+async function execute(
+  machine: StateMachine,
+  input: unknown,
+  services: Services,
+  trace: string[],
+): Promise<unknown> {
+  let name = machine.StartAt;
+  let data = input;
+  for (let step = 0; step < 10_000; step++) {
+    const state = machine.States[name];
+    if (state === undefined) throw new Error(`no state '${name}'`);
+    trace.push(name);
+    const effective = state.InputPath === undefined ? data : select(data, state.InputPath as string);
+    const output = (value: unknown) =>
+      state.OutputPath === undefined ? value : select(value, state.OutputPath as string);
+    switch (state.Type) {
+      case 'Task': {
+        expect(state.Resource).toBe('arn:aws:states:::lambda:invoke');
+        const parameters = fill(state.Parameters, effective) as { FunctionName: string; Payload: unknown };
+        let result: unknown = {
+          StatusCode: 200,
+          Payload: await services.invoke(parameters.FunctionName, parameters.Payload),
+        };
+        if (state.ResultSelector !== undefined) result = fill(state.ResultSelector, result);
+        data = output(place(data, state.ResultPath, result));
+        break;
+      }
+      case 'Choice': {
+        const choice = (state.Choices as Json[]).find((c) => matches(c, effective));
+        name = (choice?.Next ?? state.Default) as string;
+        continue;
+      }
+      case 'Map': {
+        const processor = state.ItemProcessor as StateMachine & { ProcessorConfig: Json };
+        expect(processor.ProcessorConfig).toMatchObject({ Mode: 'DISTRIBUTED' });
+        const reader = state.ItemReader as Json;
+        expect(reader).toMatchObject({
+          Resource: 'arn:aws:states:::s3:getObject',
+          ReaderConfig: { InputType: 'JSON' },
+        });
+        const location = fill(reader.Parameters, effective) as { Bucket: string; Key: string };
+        const items = JSON.parse(await services.getObject(location.Bucket, location.Key)) as unknown[];
+        const batcher = state.ItemBatcher as { MaxItemsPerBatch: number; BatchInput: unknown };
+        const batchInput = fill(batcher.BatchInput, effective);
+        const batches: unknown[][] = [];
+        for (let i = 0; i < items.length; i += batcher.MaxItemsPerBatch) {
+          batches.push(items.slice(i, i + batcher.MaxItemsPerBatch));
+        }
+        // Child executions run at once, as the Distributed Map runs them.
+        const results = await Promise.all(
+          batches.map((batch) =>
+            execute(processor, { Items: batch, BatchInput: batchInput }, services, trace),
+          ),
+        );
+        data = output(place(data, state.ResultPath, results));
+        break;
+      }
+      case 'Succeed':
+        return output(effective);
+      default:
+        throw new Error(`unsupported state type ${String(state.Type)}`);
+    }
+    if (state.End === true) return data;
+    name = state.Next as string;
+  }
+  throw new Error('the execution did not end');
+}
+
+let s3: S3Server;
+let events: EventLog;
+
+beforeAll(async () => {
+  s3 = await startS3Server({ bucket: 'data' });
+  events = new EventLog(s3);
+  await publishLinear(s3);
+});
+
+afterAll(async () => {
+  await s3.close();
+});
+
+/** Runs the state machine with the handler as its Lambda function; each invocation gets `context()`. */
+async function runStateMachine(
+  h: BatchHarness,
+  input: unknown,
+  context: () => Context = () => budgetContext(() => 900_000),
+) {
+  const trace: string[] = [];
+  const invocations: unknown[] = [];
+  const services: Services = {
+    invoke: async (functionName, payload) => {
+      expect(functionName).toBe(FUNCTION_ARN);
+      invocations.push(payload);
+      // Through JSON both ways, as Lambda and Step Functions pass them.
+      return JSON.parse(JSON.stringify(await h.invoke(payload, context())));
+    },
+    getObject: async (bucket, key) => {
+      const text = await getText(s3, key);
+      if (text === undefined || bucket !== s3.bucket) throw new Error(`S3.NoSuchKey: ${bucket}/${key}`);
+      return text;
+    },
+  };
+  const output = await execute(definition(), input, services, trace);
+  return { output, trace, invocations };
+}
+
+describe('the batch state machine (Distributed Map over byte-range shards)', () => {
+  it('is a Distributed Map over the plan, whose every Lambda task is the batch function', () => {
+    const machine = definition();
+    const states = Object.entries(machine.States);
+    const map = machine.States['Score shards'] as Json;
+    expect(map).toMatchObject({
+      Type: 'Map',
+      ItemProcessor: { ProcessorConfig: { Mode: 'DISTRIBUTED', ExecutionType: 'STANDARD' } },
+      ItemReader: { Resource: 'arn:aws:states:::s3:getObject', ReaderConfig: { InputType: 'JSON' } },
+      ItemBatcher: { MaxItemsPerBatch: expect.any(Number), BatchInput: { 'job.$': '$.planned.plan.job' } },
+      ToleratedFailurePercentage: 0,
+    });
+    const inner = Object.entries((map.ItemProcessor as StateMachine).States);
+    for (const [, state] of [...states, ...inner]) {
+      if (state.Type === 'Task') {
+        expect(state.Resource).toBe('arn:aws:states:::lambda:invoke');
+        expect((state.Parameters as Json).FunctionName).toBe(FUNCTION_ARN);
+      }
+    }
+    const names = new Set([...states, ...inner].map(([name]) => name));
+    for (const [, state] of [...states, ...inner]) {
+      for (const next of [
+        state.Next,
+        state.Default,
+        ...((state.Choices as Json[] | undefined) ?? []).map((c) => c.Next),
+      ]) {
+        if (next !== undefined) expect(names).toContain(next);
+      }
+    }
+  });
+
+  describe('on 6,000 records with 1% malformed lines', () => {
+    const data = dataset(6_000, 5);
+    const env = { ONNX_SERVE_BATCH_PART_RECORDS: '500', ONNX_SERVE_BATCH_SHARD_BYTES: String(32 * 1024) };
+    let single: { out: string; errors: string; manifest: Manifest };
+
+    beforeAll(async () => {
+      const h = await batchHarness(s3, env);
+      const key = `${INPUT_PREFIX}/linear/single.jsonl`;
+      await upload(s3, key, data.text);
+      const result = (await h.invoke(events.lastFor(key))) as { outcomes: readonly JobOutcome[] };
+      expect(result.outcomes[0]?.status).toBe('succeeded');
+      single = {
+        out: (await getText(s3, `${OUTPUT_PREFIX}/linear/single.out.jsonl`)) ?? '',
+        errors: (await getText(s3, `${OUTPUT_PREFIX}/linear/single.errors.jsonl`)) ?? '',
+        manifest: JSON.parse((await getText(s3, `${OUTPUT_PREFIX}/linear/single.manifest.json`)) ?? '{}'),
+      };
+    });
+
+    async function expectUnionEqualsSingle(name: string) {
+      const out = (await getText(s3, `${OUTPUT_PREFIX}/linear/${name}.out.jsonl`)) ?? '';
+      const errors = (await getText(s3, `${OUTPUT_PREFIX}/linear/${name}.errors.jsonl`)) ?? '';
+      const lines = jsonLines(out);
+      const expected = jsonLines(single.out);
+      // The same records, each once, in input order; no duplicate and no gap.
+      expect(lines.map((l) => l.id)).toEqual(expected.map((l) => l.id));
+      expect(new Set(lines.map((l) => JSON.stringify(l.id))).size).toBe(data.good.size);
+      lines.forEach((line, i) => {
+        const want = (expected[i]?.outputs as { y: number[] } | undefined)?.y ?? [];
+        expectClose((line.outputs as { y: number[] }).y, want, { atol: 1e-6, rtol: 1e-6 });
+      });
+      expect(errors).toBe(single.errors);
+      const manifest = JSON.parse(
+        (await getText(s3, `${OUTPUT_PREFIX}/linear/${name}.manifest.json`)) ?? '{}',
+      ) as Manifest;
+      expect(manifest.status).toBe('succeeded');
+      expect(manifest.counts).toEqual(single.manifest.counts);
+      expect(manifest.counts).toEqual({ read: 6_000, scored: 5_940, failed: 60 });
+      // Parts cover the input once: each starts where the one before ended.
+      const ranges = manifest.parts.map((p) => [p.start, p.end] as const);
+      ranges.forEach(([start], i) => {
+        expect(start).toBe(i === 0 ? 0 : ranges[i - 1]?.[1]);
+      });
+      expect(ranges.at(-1)?.[1]).toBe(Buffer.byteLength(data.text));
+      return manifest;
+    }
+
+    it('scores the shards of a plan in parallel children into a union equal to a single run', async () => {
+      const h = await batchHarness(s3, env);
+      const key = `${INPUT_PREFIX}/linear/sharded.jsonl`;
+      await upload(s3, key, data.text);
+      const { output, trace } = await runStateMachine(h, { bucket: s3.bucket, key });
+      expect(output).toMatchObject({
+        status: 'succeeded',
+        counts: { read: 6_000, scored: 5_940, failed: 60 },
+      });
+      const shards = Math.ceil(Buffer.byteLength(data.text) / (32 * 1024));
+      expect(trace.filter((s) => s === 'Score a batch of shards')).toHaveLength(Math.ceil(shards / 4));
+      const manifest = await expectUnionEqualsSingle('sharded');
+      expect(new Set(manifest.parts.map((p) => p.shard[0])).size).toBe(shards);
+      // The plan, the shard list, checkpoints and parts are gone after the commit.
+      expect(await listKeys(s3, `${OUTPUT_PREFIX}/linear/sharded.`)).toEqual([
+        `${OUTPUT_PREFIX}/linear/sharded.errors.jsonl`,
+        `${OUTPUT_PREFIX}/linear/sharded.manifest.json`,
+        `${OUTPUT_PREFIX}/linear/sharded.out.jsonl`,
+      ]);
+    });
+
+    it('loops a child whose time runs short until its shards are done, to the same union', async () => {
+      const h = await batchHarness(s3, {
+        ...env,
+        ONNX_SERVE_BATCH_PART_RECORDS: '100',
+        ONNX_SERVE_BATCH_TIME_MARGIN_MS: '60000',
+      });
+      const key = `${INPUT_PREFIX}/linear/short.jsonl`;
+      await upload(s3, key, data.text);
+      // 60 s of margin and 30 s left: every invocation does one part, then answers done: false.
+      const { trace } = await runStateMachine(h, { bucket: s3.bucket, key }, () =>
+        budgetContext(() => 30_000),
+      );
+      const shards = Math.ceil(Buffer.byteLength(data.text) / (32 * 1024));
+      // A shard holds about 400 records: four parts, so about four invocations per shard.
+      expect(trace.filter((s) => s === 'Score a batch of shards').length).toBeGreaterThan(3 * shards);
+      await expectUnionEqualsSingle('short');
+    });
+
+    it('ends without scoring when the input was already committed', async () => {
+      const h = await batchHarness(s3, env);
+      const { output, trace } = await runStateMachine(h, {
+        bucket: s3.bucket,
+        key: `${INPUT_PREFIX}/linear/single.jsonl`,
+      });
+      expect(output).toEqual({
+        status: 'skipped',
+        reason: `already committed (succeeded): ${OUTPUT_PREFIX}/linear/single.manifest.json`,
+      });
+      expect(trace).toEqual(['Plan', 'Ready to score?', 'Nothing to score']);
+    });
+  });
+
+  it('ends with a failed manifest and no output when the model does not exist', async () => {
+    const h = await batchHarness(s3);
+    const key = `${INPUT_PREFIX}/absent/x.jsonl`;
+    await upload(s3, key, '[1]\n');
+    const { output, trace } = await runStateMachine(h, { bucket: s3.bucket, key });
+    expect(output).toMatchObject({ status: 'failed', error: { code: 'model_not_found' } });
+    expect(trace).toEqual(['Plan', 'Ready to score?', 'Nothing to score']);
+    expect(await listKeys(s3, `${OUTPUT_PREFIX}/absent/`)).toEqual([
+      `${OUTPUT_PREFIX}/absent/x.manifest.json`,
+    ]);
+  });
+});
