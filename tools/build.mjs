@@ -6,6 +6,7 @@ import { build } from 'esbuild';
 export const ENTRIES = {
   server: 'functions/server/main.ts',
   infer: 'functions/infer/handler.ts',
+  batch: 'functions/batch/handler.ts',
   'tools/sample-models': 'tools/sample-models.ts',
   cli: 'tools/cli.ts',
 };
