@@ -12,6 +12,7 @@ import type { APIGatewayProxyResult, Context } from 'aws-lambda';
 import { lambdaContext } from '../../test/support/api-gateway';
 import { reportResult } from '../lib/child';
 import type { BaselineOutcome, BaselineSpec, ColdSampleReport } from '../lib/cold-protocol';
+import { peakRssKiB } from '../lib/peak-rss';
 
 const entryAt = performance.now();
 
@@ -50,21 +51,6 @@ async function main(): Promise<void> {
     output,
   };
   reportResult(report);
-}
-
-/**
- * The high-water mark of this process's resident memory. Linux's `VmHWM` belongs to the process image,
- * whereas `getrusage`'s maxrss (`process.resourceUsage().maxRSS`) carries over from before `exec`: the
- * parent's resident size at the fork, hundreds of MB here, would hide a small child's peak.
- */
-function peakRssKiB(): number {
-  try {
-    const match = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'));
-    if (match?.[1] !== undefined) return Number(match[1]);
-  } catch {
-    // Not Linux: fall through.
-  }
-  return process.resourceUsage().maxRSS;
 }
 
 main().then(

@@ -1,0 +1,114 @@
+/**
+ * One batch-throughput sample in a fresh process (spawned by bench/parts/batch-throughput.ts):
+ *
+ *   node dist/bench/children/batch-throughput.js <spec.json>
+ *
+ * Requires the bundled batch handler as Lambda would, scores a small input to load the model, then times
+ * the handler on the measured input's S3 event (read from and written to s3rver), reads the peak resident
+ * memory, and last times a loop of `session.run` over the same records pre-parsed into tensors of the
+ * runner's micro-batch size (after one untimed pass). Prints one {@link BatchReport} line.
+ */
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import type { Context } from 'aws-lambda';
+import * as ort from 'onnxruntime-node';
+import { lambdaContext } from '../../test/support/api-gateway';
+import type { BatchReport, BatchSpec } from '../lib/batch-protocol';
+import { reportResult } from '../lib/child';
+import { peakRssKiB } from '../lib/peak-rss';
+
+type Handler = (event: unknown, context: Context) => Promise<unknown>;
+type Outcome = BatchReport['outcome'];
+
+async function main(): Promise<void> {
+  const specFile = process.argv[2];
+  if (specFile === undefined) throw new Error('usage: batch-throughput.js <spec.json>');
+  const spec = JSON.parse(readFileSync(specFile, 'utf8')) as BatchSpec;
+  const { handler } = require(spec.handler) as { handler: Handler };
+  const invoke = async (key: string, etag: string): Promise<Outcome> => {
+    const result = (await handler(s3Event(spec.bucket, key, etag), lambdaContext(900_000))) as {
+      outcomes?: Outcome[];
+    };
+    const outcome = result.outcomes?.[0];
+    if (outcome?.status !== 'succeeded')
+      throw new Error(`the batch job of ${key} ended ${JSON.stringify(result)}`);
+    return outcome;
+  };
+  await invoke(spec.warmupKey, spec.warmupEtag);
+  const started = performance.now();
+  const outcome = await invoke(spec.inputKey, spec.inputEtag);
+  const jobMs = performance.now() - started;
+  const peak = peakRssKiB();
+  const raw = await rawLoop(spec);
+  const report: BatchReport = { jobMs, outcome, peakRssKiB: peak, rawMs: raw.ms, rawBatches: raw.batches };
+  reportResult(report);
+}
+
+/** An S3 `ObjectCreated:Put` event for one object, shaped as AWS sends it (key URL-encoded). */
+function s3Event(bucket: string, key: string, etag: string) {
+  return {
+    Records: [
+      {
+        eventVersion: '2.1',
+        eventSource: 'aws:s3',
+        awsRegion: 'us-east-1',
+        eventTime: new Date().toISOString(),
+        eventName: 'ObjectCreated:Put',
+        s3: {
+          s3SchemaVersion: '1.0',
+          bucket: { name: bucket, arn: `arn:aws:s3:::${bucket}` },
+          object: { key: encodeURIComponent(key).replace(/%2F/g, '/'), eTag: etag },
+        },
+      },
+    ],
+  };
+}
+
+/** `session.run` over the records pre-parsed into `[batchSize, features]` tensors (parsing untimed). */
+async function rawLoop(spec: BatchSpec): Promise<{ ms: number; batches: number }> {
+  const rows = readFileSync(spec.dataFile, 'utf8')
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => (JSON.parse(line) as Record<string, number[]>)[spec.inputName] as number[]);
+  const tensors: ort.Tensor[] = [];
+  for (let start = 0; start < rows.length; start += spec.batchSize) {
+    const batch = rows.slice(start, start + spec.batchSize);
+    const data = new Float32Array(batch.length * spec.features);
+    batch.forEach((row, i) => data.set(row, i * spec.features));
+    tensors.push(new ort.Tensor('float32', data, [batch.length, spec.features]));
+  }
+  // The session the engine creates for an ORT file used in place (ort-engine.ts, model defaults).
+  const bytes = readFileSync(spec.ortFile);
+  const session = await ort.InferenceSession.create(
+    new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+    {
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: availableParallelism(),
+      interOpNumThreads: 1,
+      extra: {
+        session: {
+          use_ort_model_bytes_directly: '1',
+          use_ort_model_bytes_for_initializers: '1',
+          disable_prepacking: '1',
+        },
+      },
+    },
+  );
+  const feeds = (tensor: ort.Tensor) => ({ [spec.inputName]: tensor });
+  // One untimed pass: the first runs of a batch shape pay for allocations the later ones reuse.
+  for (const tensor of tensors) await session.run(feeds(tensor));
+  const started = performance.now();
+  for (const tensor of tensors) await session.run(feeds(tensor));
+  const ms = performance.now() - started;
+  await session.release();
+  return { ms, batches: tensors.length };
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
