@@ -53,9 +53,15 @@ export class S3ObjectIo implements BatchObjectStore {
     this.#queueSize = Math.max(1, options.queueSize ?? 2);
   }
 
-  async head(ref: ObjectRef): Promise<ObjectInfo | undefined> {
+  async head(ref: ObjectRef, versionId?: string): Promise<ObjectInfo | undefined> {
     try {
-      const output = await this.#client.send(new HeadObjectCommand({ Bucket: ref.bucket, Key: ref.key }));
+      const output = await this.#client.send(
+        new HeadObjectCommand({
+          Bucket: ref.bucket,
+          Key: ref.key,
+          ...(versionId === undefined ? {} : { VersionId: versionId }),
+        }),
+      );
       return {
         size: output.ContentLength ?? 0,
         etag: (output.ETag ?? '').replace(/"/g, ''),
@@ -220,7 +226,10 @@ export class S3ObjectIo implements BatchObjectStore {
       await upload.abort().catch(() => undefined);
       throw error;
     });
-    await Promise.all([upload.done(), failed]);
+    const [uploaded, piped] = await Promise.allSettled([upload.done(), failed]);
+    // The source's own error says why; the upload's is then only "aborted".
+    if (piped.status === 'rejected') throw piped.reason;
+    if (uploaded.status === 'rejected') throw uploaded.reason;
     return bytes;
   }
 }

@@ -343,7 +343,7 @@ export class BatchJobRunner {
     }
     const parsed = parseInputKey(object.key, inputLocation.prefix);
     if (!parsed.ok) return this.#ignore(object, parsed.reason);
-    const info = await this.#store.head(object);
+    const info = await this.#store.head(object, object.versionId);
     if (info === undefined) return this.#skip(object, 'the object no longer exists');
     const etag = normalizeEtag(info.etag);
     if (object.etag !== undefined && object.versionId === undefined && normalizeEtag(object.etag) !== etag) {

@@ -44,8 +44,8 @@ export interface StoredPart {
 
 /** Object storage as the batch door needs it. Every method streams: nothing holds a whole object. */
 export interface BatchObjectStore {
-  /** Size, ETag and encoding, or `undefined` when the object does not exist. */
-  head(ref: ObjectRef): Promise<ObjectInfo | undefined>;
+  /** Size, ETag and encoding (of version `versionId`, when given), or `undefined` when it does not exist. */
+  head(ref: ObjectRef, versionId?: string): Promise<ObjectInfo | undefined>;
   /** The object's bytes from `start`, as a stream (a ranged GET, or gunzip and skip). */
   read(ref: ObjectRef, options?: ReadOptions): AsyncIterable<Uint8Array>;
   /** A small UTF-8 document (manifest, checkpoint, plan), or `undefined` when missing. */
