@@ -27,6 +27,7 @@ export function createBatchHandler(batch: BatchRuntime) {
 // configuration fails the invocation with every bad key (Lambda retries asynchronous events).
 let inner: ReturnType<typeof createBatchHandler> | undefined;
 
+/** The Lambda entry point (`functions/batch/handler.handler`). */
 export const handler = async (event: unknown, context: Context): Promise<BatchResult> => {
   inner ??= createBatchHandler(createBatchRuntime(configFromEnv(), { withMetrics: true }));
   return inner(event, context);

@@ -8,6 +8,7 @@
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import type { Continuation, ContinuationPayload } from '../core/batch/ports';
 
+/** The client and the function a {@link LambdaContinuation} invokes. */
 export interface LambdaContinuationOptions {
   readonly client: LambdaClient;
   /** The function to invoke: this function's name or ARN (`AWS_LAMBDA_FUNCTION_NAME` on Lambda). */

@@ -26,6 +26,7 @@ import type {
   WriteOptions,
 } from '../core/batch/ports';
 
+/** The client and multipart sizing of an {@link S3ObjectIo}. */
 export interface S3ObjectIoOptions {
   readonly client: S3Client;
   /** Bytes per multipart part (S3's minimum, 5 MiB, is the default: it bounds the memory an upload holds). */

@@ -11,6 +11,7 @@ import type { BatchLog, BatchObjectStore, Continuation } from '../core/batch/por
 import type { ServingConfig } from '../core/config';
 import { createRuntime, type Runtime, type RuntimeParts } from './runtime';
 
+/** The singletons of a batch instance: the serving runtime, the runner and its object I/O. */
 export interface BatchRuntime {
   readonly runtime: Runtime;
   readonly runner: BatchJobRunner;

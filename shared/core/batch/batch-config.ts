@@ -10,6 +10,7 @@ export interface BatchLocation {
   readonly prefix: string;
 }
 
+/** The batch door's settings (`config.batch`). */
 export interface BatchConfig {
   readonly input: BatchLocation;
   readonly output: BatchLocation;

@@ -104,6 +104,7 @@ export interface InvocationClock {
   remainingMs(): number;
 }
 
+/** The ports and settings a {@link BatchJobRunner} works with. */
 export interface BatchJobRunnerOptions {
   readonly store: BatchObjectStore;
   readonly registry: { resolve(model: string, version?: string): Promise<ResolvedModel> };

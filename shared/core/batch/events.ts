@@ -22,6 +22,7 @@ export interface ShardItem {
   readonly newlinesBefore?: number;
 }
 
+/** An invocation payload, told apart by {@link readBatchEvent}. */
 export type BatchEvent =
   | {
       readonly kind: 's3';

@@ -6,6 +6,7 @@
 import { BatchStateError } from './errors';
 import type { InputFormat } from './object-names';
 
+/** The `format` tag of each stored document; a reader refuses any other. */
 export const CHECKPOINT_FORMAT = 'onnx-serverless/batch-checkpoint@1';
 export const MANIFEST_FORMAT = 'onnx-serverless/batch-manifest@1';
 export const PLAN_FORMAT = 'onnx-serverless/batch-plan@1';
@@ -80,6 +81,7 @@ export interface PartRecord {
   readonly ms: number;
 }
 
+/** A shard's progress, rewritten after each part; `done` once its last line is scored. */
 export interface Checkpoint {
   readonly format: typeof CHECKPOINT_FORMAT;
   readonly job: JobSpec;
@@ -99,6 +101,7 @@ export interface Plan {
   readonly shards: readonly ShardSpec[];
 }
 
+/** `failed`: the job could not run at all (see `error`); no output object was written. */
 export type ManifestStatus = 'succeeded' | 'failed';
 
 /** The commit point of a job, written last. */

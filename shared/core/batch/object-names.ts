@@ -7,6 +7,7 @@
  */
 import { isValidModelName, isValidVersion, printable } from '../names';
 
+/** Input formats, told by the key's extension (before `.gz`); anything else is JSON Lines. */
 export const INPUT_FORMATS = ['jsonl', 'csv'] as const;
 export type InputFormat = (typeof INPUT_FORMATS)[number];
 
@@ -24,6 +25,7 @@ export interface InputKey {
   readonly name: string;
 }
 
+/** A job's key, or why the key is no job (for the log line). */
 export type InputKeyResult =
   | { readonly ok: true; readonly input: InputKey }
   | { readonly ok: false; readonly reason: string };

@@ -9,6 +9,7 @@ export interface ObjectRef {
   readonly key: string;
 }
 
+/** What a HEAD tells. */
 export interface ObjectInfo {
   readonly size: number;
   /** Without quotes, as S3 event records give it. */
@@ -17,6 +18,7 @@ export interface ObjectInfo {
   readonly versionId: string | undefined;
 }
 
+/** Which bytes of which version {@link BatchObjectStore.read} returns. */
 export interface ReadOptions {
   /** First byte to return, in the decoded input (after gunzip). Default 0. */
   readonly start?: number;
@@ -30,6 +32,7 @@ export interface ReadOptions {
   readonly versionId?: string;
 }
 
+/** How {@link BatchObjectStore.write} stores the bytes. */
 export interface WriteOptions {
   readonly contentType: string;
   /** Gzip the bytes on the way (the size returned is the stored, compressed one). */
@@ -95,4 +98,5 @@ export interface BatchLog {
   warn(message: string, fields?: Record<string, unknown>): void;
 }
 
+/** A log that drops everything (tests, tools). */
 export const NO_LOG: BatchLog = { info: () => {}, warn: () => {} };

@@ -57,11 +57,13 @@ export interface RecordFailure {
   readonly message: string;
 }
 
+/** What one line is: a record, a failure, or nothing (a blank line). */
 export type RecordResult =
   | { readonly kind: 'record'; readonly record: ParsedRecord }
   | { readonly kind: 'failure'; readonly failure: RecordFailure }
   | { readonly kind: 'blank' };
 
+/** The model and settings a parser reads records for. */
 export interface RecordParserOptions {
   readonly format: InputFormat;
   readonly signature: ModelSignature;

@@ -19,6 +19,7 @@ export interface Scorer {
   ): Promise<{ version: string; outputs: InferOutput[] }>;
 }
 
+/** The model (pinned version) and caps records are scored with. */
 export interface ScoreOptions {
   readonly scorer: Scorer;
   readonly model: string;
@@ -32,6 +33,7 @@ export interface ScoreOptions {
   readonly maxBatchBytes: number;
 }
 
+/** A record's outputs, or why it could not be scored. */
 export type RecordOutcome =
   | { readonly ok: true; readonly outputs: readonly InferOutput[] }
   | { readonly ok: false; readonly failure: RecordFailure };
