@@ -17,6 +17,8 @@ const INFER_HANDLER = 'functions/infer/handler.handler';
 const BATCH_HANDLER = 'functions/batch/handler.handler';
 const BATCH_SOURCE = 'functions/batch/handler.ts';
 const LAYER_REF = { Ref: 'OnnxruntimeLambdaLayer' };
+const BATCH_FAILURE_QUEUE = 'BatchFailureQueue';
+const BATCH_NODE_OPTIONS = '--enable-source-maps --max-semi-space-size=2';
 const AUTH_MODES = ['iam', 'jwt', 'none'];
 const JWT_AUTHORIZER = 'jwt';
 
@@ -365,6 +367,7 @@ function buildStack(settings, options = {}) {
 
   const batch = catalogue.batch ?? {};
   const batchEnabled = isTrue(batch.enabled);
+  let batchInput = '';
   if (batchEnabled) {
     const input = normalisePrefix('batchInputPrefix', settings.batchInputPrefix);
     const output = normalisePrefix('batchOutputPrefix', settings.batchOutputPrefix);
@@ -378,6 +381,7 @@ function buildStack(settings, options = {}) {
         fail(`the prefixes '${a}' and '${b}' overlap; model, input and output must be apart`);
     }
     if (!batchSourceExists) fail(`batch.enabled is true but ${BATCH_SOURCE} does not exist`);
+    batchInput = input;
     const size = sizing(BATCH_DEFAULTS, batch, stage);
     checkSizing('batch', size, 900);
     const rules = [{ prefix: `${input}/` }];
@@ -393,12 +397,20 @@ function buildStack(settings, options = {}) {
         return {
           description: 'ONNX batch inference over S3 objects',
           ...body,
+          // A small young generation keeps the peak memory of long streams down at the same speed
+          // (docs/batch.md); an entry's own NODE_OPTIONS wins.
+          environment: { NODE_OPTIONS: BATCH_NODE_OPTIONS, ...body.environment },
           handler: BATCH_HANDLER,
           layers: [LAYER_REF],
           // It continues long inputs by invoking itself: Lambda's recursive-loop detection would stop the
           // chain after 16 links, so it is allowed here; reserved concurrency and the function's own
           // continuation bound are the guard rails.
           recursiveLoop: 'Allow',
+          // S3 events and continuations are asynchronous invocations: Lambda retries a failure twice, then
+          // the event goes to the failure queue, where a job that failed for good can be seen.
+          maximumRetryAttempts: 2,
+          maximumEventAge: 21600,
+          destinations: { onFailure: { type: 'sqs', arn: { 'Fn::GetAtt': [BATCH_FAILURE_QUEUE, 'Arn'] } } },
           events: [{ s3: { bucket, event: 's3:ObjectCreated:*', rules, existing: !createBucket } }],
         };
       },
@@ -419,6 +431,12 @@ function buildStack(settings, options = {}) {
         // A missing checkpoint or manifest is routine for this function: S3 says 404 only to a lister.
         listStatement(bucket, [input, output, modelPrefix]),
         {
+          // With a custom role the framework grants nothing for the destination: it is granted here.
+          Effect: 'Allow',
+          Action: ['sqs:SendMessage'],
+          Resource: { 'Fn::GetAtt': [BATCH_FAILURE_QUEUE, 'Arn'] },
+        },
+        {
           // Long inputs continue in a fresh invocation of this same function, and nothing else.
           Effect: 'Allow',
           Action: ['lambda:InvokeFunction'],
@@ -428,6 +446,22 @@ function buildStack(settings, options = {}) {
         },
       ],
     );
+  }
+
+  const outputs = {};
+  if (batchEnabled) {
+    resources[BATCH_FAILURE_QUEUE] = {
+      Type: 'AWS::SQS::Queue',
+      Properties: { SqsManagedSseEnabled: true, MessageRetentionPeriod: 1209600 },
+    };
+    outputs.BatchFailureQueueUrl = {
+      Description: 'Batch events that failed three times',
+      Value: { Ref: BATCH_FAILURE_QUEUE },
+    };
+    outputs.BatchInput = {
+      Description: 'Upload batch inputs here',
+      Value: `s3://${bucket}/${batchInput}/<model>/`,
+    };
   }
 
   if (createBucket) {
@@ -448,13 +482,23 @@ function buildStack(settings, options = {}) {
           RestrictPublicBuckets: true,
         },
         OwnershipControls: { Rules: [{ ObjectOwnership: 'BucketOwnerEnforced' }] },
+        // A batch commit killed half way leaves a multipart upload behind, billed until aborted.
+        LifecycleConfiguration: {
+          Rules: [
+            {
+              Id: 'abort-incomplete-multipart-uploads',
+              Status: 'Enabled',
+              AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 },
+            },
+          ],
+        },
       },
     };
   }
 
   return {
     functions,
-    resources: { Resources: resources },
+    resources: { Resources: resources, Outputs: outputs },
     httpApiAuthorizers,
   };
 }

@@ -67,6 +67,9 @@ export interface FunctionDefinition {
   readonly provisionedConcurrency?: number;
   readonly role: string;
   readonly recursiveLoop?: 'Allow' | 'Terminate';
+  readonly maximumRetryAttempts?: number;
+  readonly maximumEventAge?: number;
+  readonly destinations?: { readonly onFailure?: { readonly type: string; readonly arn: unknown } };
   readonly environment: Readonly<Record<string, string>>;
   readonly events: readonly (HttpApiEvent | S3Event)[];
 }
@@ -86,7 +89,10 @@ export interface CfResource {
 
 export interface Stack {
   readonly functions: Readonly<Record<string, FunctionDefinition>>;
-  readonly resources: { readonly Resources: Readonly<Record<string, CfResource>> };
+  readonly resources: {
+    readonly Resources: Readonly<Record<string, CfResource>>;
+    readonly Outputs: Readonly<Record<string, { readonly Description: string; readonly Value: unknown }>>;
+  };
   readonly httpApiAuthorizers: Readonly<Record<string, Record<string, unknown>>>;
 }
 

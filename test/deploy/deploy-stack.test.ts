@@ -132,7 +132,13 @@ describe('buildStack', () => {
     expect(batch?.handler).toBe('functions/batch/handler.handler');
     expect(batch?.timeout).toBe(900);
     expect(batch?.recursiveLoop).toBe('Allow');
+    expect([batch?.maximumRetryAttempts, batch?.maximumEventAge]).toEqual([2, 21600]);
+    expect(batch?.destinations).toEqual({
+      onFailure: { type: 'sqs', arn: { 'Fn::GetAtt': ['BatchFailureQueue', 'Arn'] } },
+    });
+    expect(stack.resources.Resources.BatchFailureQueue?.Type).toBe('AWS::SQS::Queue');
     expect(batch?.environment).toMatchObject({
+      NODE_OPTIONS: '--enable-source-maps --max-semi-space-size=2',
       ONNX_SERVE_BATCH_INPUT_PREFIX: 's3://my-models/batch/in',
       ONNX_SERVE_BATCH_OUTPUT_PREFIX: 's3://my-models/batch/out',
     });
@@ -175,6 +181,11 @@ describe('buildStack', () => {
         Action: ['s3:ListBucket'],
         Resource: sub(`arn:\${AWS::Partition}:s3:::my-models`),
         Condition: { StringLike: { 's3:prefix': ['batch/in/*', 'batch/out/*', 'models/*'] } },
+      },
+      {
+        Effect: 'Allow',
+        Action: ['sqs:SendMessage'],
+        Resource: { 'Fn::GetAtt': ['BatchFailureQueue', 'Arn'] },
       },
       {
         Effect: 'Allow',

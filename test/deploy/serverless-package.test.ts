@@ -159,14 +159,23 @@ describe('serverless package', () => {
       expect(present).toBe(models.multiModel?.enabled === true);
     });
 
-    it('has the batch function exactly when deploy/models.yml enables it, triggered by its input prefix', () => {
-      const batch = resourcesOfType(template, 'AWS::Lambda::Function').find(
-        ([, fn]) => fn.Properties?.FunctionName === `${SERVICE}-${STAGE}-batch`,
+    it('has the batch function, triggered by its input prefix, retried twice, failures to a queue', () => {
+      expect(models.batch?.enabled).toBe(true);
+      const props = functionResource('batch').Properties ?? {};
+      expect(props.Handler).toBe('functions/batch/handler.handler');
+      expect(props.Timeout).toBe(900);
+      expect(props.RecursiveLoop).toBe('Allow');
+      const bucketResource = resourcesOfType(template, 'AWS::S3::Bucket').find(
+        ([, b]) => b.Properties?.BucketName === bucket,
       );
-      expect(batch !== undefined).toBe(models.batch?.enabled === true);
-      if (batch === undefined) return;
-      const notifications = JSON.stringify(template.Resources);
-      expect(notifications).toContain('"Value":"batch/in/"');
+      const notifications = JSON.stringify(bucketResource?.[1].Properties?.NotificationConfiguration);
+      expect(notifications).toContain('"Event":"s3:ObjectCreated:*"');
+      expect(notifications).toContain('{"Name":"prefix","Value":"batch/in/"}');
+      const [[, invokeConfig] = []] = resourcesOfType(template, 'AWS::Lambda::EventInvokeConfig');
+      expect(invokeConfig?.Properties).toMatchObject({
+        MaximumRetryAttempts: 2,
+        DestinationConfig: { OnFailure: { Destination: { 'Fn::GetAtt': ['BatchFailureQueue', 'Arn'] } } },
+      });
     });
 
     it('gives every function a role of its own', () => {
@@ -214,17 +223,6 @@ describe('serverless package', () => {
     });
 
     it('lets the batch function read its input, write its output, read models and invoke only itself', () => {
-      if (models.batch?.enabled !== true) {
-        // Off in deploy/models.yml: then nothing in the stack may write objects or invoke a function.
-        const granted = Object.values(template.Resources)
-          .flatMap(inlineStatements)
-          .filter((statement) => statement.Effect === 'Allow')
-          .flatMap((statement) => [statement.Action ?? []].flat());
-        expect(granted.filter((action) => action === 's3:PutObject' || action.startsWith('lambda:'))).toEqual(
-          [],
-        );
-        return;
-      }
       const { statements } = roleOf(functionResource('batch'));
       expect(statements).toEqual([
         logs('batch'),
@@ -240,6 +238,11 @@ describe('serverless package', () => {
           Action: ['s3:ListBucket'],
           Resource: s3(),
           Condition: { StringLike: { 's3:prefix': ['batch/in/*', 'batch/out/*', 'models/*'] } },
+        },
+        {
+          Effect: 'Allow',
+          Action: ['sqs:SendMessage'],
+          Resource: { 'Fn::GetAtt': ['BatchFailureQueue', 'Arn'] },
         },
         {
           Effect: 'Allow',
@@ -277,6 +280,9 @@ describe('serverless package', () => {
         RestrictPublicBuckets: true,
       });
       expect(JSON.stringify(resource.Properties?.BucketEncryption)).toContain('AES256');
+      expect(JSON.stringify(resource.Properties?.LifecycleConfiguration)).toContain(
+        '"AbortIncompleteMultipartUpload":{"DaysAfterInitiation":1}',
+      );
     });
   });
 
