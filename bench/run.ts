@@ -1,14 +1,15 @@
 /**
  * `npm run bench [-- part...] [--quick] [--runs N] [--out dir]`: runs the benchmarks of issue #7 (cold start,
  * request overhead, batch throughput, dynamic batching, size), prints a table per part and writes
- * `<out>/<part>.json` and `<out>/<part>.md` (default `bench/results/`). Parts: cold, overhead, batch,
- * dynamic, size; all when none is named. `--quick` is the tiny configuration the test suite runs.
+ * `<out>/<part>.json` and `<out>/<part>.md` (default `bench/results/`), then every target met or missed, also
+ * in `<out>/summary.md`. Parts: cold, overhead, batch, dynamic, size; all when none is named. `--quick` is
+ * the tiny configuration the test suite runs.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
-import { PART_NAMES, type PartName, type PartOptions, type PartResult } from './lib/part';
-import { renderMarkdown, renderTable } from './lib/table';
+import { PART_NAMES, type PartName, type PartOptions, type PartResult, type Target } from './lib/part';
+import { renderMarkdown, renderTable, type Table } from './lib/table';
 import { runBatchThroughput } from './parts/batch-throughput';
 import { runColdStart } from './parts/cold-start';
 import { runDynamicBatching } from './parts/dynamic-batching';
@@ -55,6 +56,25 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
   return { parts: parts.length > 0 ? parts : [...PART_NAMES], quick, runs, out };
 }
 
+/** Every target of the run, met or not. */
+function targetTable(targets: readonly { part: PartName; t: Target }[]): Table {
+  return {
+    title: 'Targets',
+    columns: ['part', 'target', 'value', 'limit', 'verdict'],
+    rows: targets.map(({ part, t }) => [
+      part,
+      t.name,
+      formatValue(t.value),
+      `${t.comparison} ${formatValue(t.limit)}`,
+      t.met ? 'met' : 'MISSED',
+    ]),
+  };
+}
+
+function formatValue(value: number): string {
+  return Math.abs(value) >= 1000 ? value.toFixed(0) : value.toFixed(2);
+}
+
 /** What the JSON files say about where they were measured. */
 export function machine() {
   return {
@@ -75,6 +95,7 @@ async function main(): Promise<void> {
   const runs = args.runs ?? (args.quick ? 1 : 5);
   const command = `node dist/bench/run.js ${process.argv.slice(2).join(' ')}`.trim();
   let failed = false;
+  const done: { part: PartName; result: PartResult | undefined; load: readonly number[] }[] = [];
   for (const part of args.parts) {
     const workDir = await mkdtemp(join(tmpdir(), `onnx-bench-${part}-`));
     const startedAt = new Date();
@@ -112,7 +133,19 @@ async function main(): Promise<void> {
     } else {
       process.stdout.write(`\n${part}: failed\n${error}\n`);
     }
+    done.push({ part, result, load: document.loadAverage.after });
   }
+  const targets = targetTable(
+    done.flatMap((d) => (d.result?.targets ?? []).map((t) => ({ part: d.part, t }))),
+  );
+  process.stdout.write(`\n${renderTable(targets)}\n`);
+  const summary = [
+    `Command: \`${command}\`; ${new Date().toISOString()}; ${JSON.stringify(machine())}`,
+    `Load average (1, 5, 15 min) after each part: ${done.map((d) => `${d.part} ${d.load.map((l) => l.toFixed(2)).join(' ')}`).join('; ')}`,
+    ...done.flatMap((d) => (d.result?.tables ?? []).map(renderMarkdown)),
+    renderMarkdown(targets),
+  ];
+  await writeFile(join(out, 'summary.md'), `${summary.join('\n\n')}\n`);
   process.stdout.write(`\nresults in ${out}\n`);
   if (failed) process.exitCode = 1;
 }

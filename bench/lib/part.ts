@@ -20,6 +20,8 @@ export interface PartOptions {
 /** A goal of the issue, checked against a measured figure. */
 export interface Target {
   readonly name: string;
+  /** A short label for a table cell, e.g. `vs naive`. */
+  readonly label?: string;
   readonly value: number;
   readonly comparison: '<=' | '>=';
   readonly limit: number;
@@ -27,14 +29,22 @@ export interface Target {
 }
 
 /** Builds a {@link Target}. */
-export function target(name: string, value: number, comparison: '<=' | '>=', limit: number): Target {
-  return { name, value, comparison, limit, met: comparison === '<=' ? value <= limit : value >= limit };
+export function target(
+  name: string,
+  value: number,
+  comparison: '<=' | '>=',
+  limit: number,
+  label?: string,
+): Target {
+  const met = comparison === '<=' ? value <= limit : value >= limit;
+  return { name, ...(label === undefined ? {} : { label }), value, comparison, limit, met };
 }
 
-/** `met` or `MISSED`, for a table's target column. */
+/** `met` or `MISSED` per target (with its label), for a table's target column. */
 export function verdict(targets: readonly Target[]): string {
-  if (targets.length === 0) return '';
-  return targets.every((t) => t.met) ? 'met' : 'MISSED';
+  return targets
+    .map((t) => `${t.label === undefined ? '' : `${t.label} `}${t.met ? 'met' : 'MISSED'}`)
+    .join(', ');
 }
 
 export interface PartResult {

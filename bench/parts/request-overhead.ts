@@ -128,6 +128,7 @@ function report(models: readonly BenchModel[], reports: readonly OverheadCaseRep
         row.p50Ratio.median,
         '<=',
         P50_RATIO_LIMIT,
+        'p50',
       ),
     );
   const table: Table = {

@@ -67,12 +67,19 @@ export async function runSize(options: PartOptions): Promise<PartResult> {
   const largestLayer = Math.max(...layers.map((l) => l.unzippedBytes));
   for (const fn of functions) {
     targets.push(
-      target(`${fn.item} zipped <= direct-upload limit`, fn.zippedBytes, '<=', LAMBDA_ZIPPED_DIRECT_LIMIT),
+      target(
+        `${fn.item} zipped <= direct-upload limit`,
+        fn.zippedBytes,
+        '<=',
+        LAMBDA_ZIPPED_DIRECT_LIMIT,
+        'zip',
+      ),
       target(
         `${fn.item} + largest layer unzipped <= 250 MB limit`,
         fn.unzippedBytes + largestLayer,
         '<=',
         LAMBDA_UNZIPPED_LIMIT,
+        'unzipped',
       ),
     );
   }
@@ -83,6 +90,7 @@ export async function runSize(options: PartOptions): Promise<PartResult> {
         layer.zippedBytes,
         '<=',
         LAMBDA_ZIPPED_DIRECT_LIMIT,
+        'zip',
       ),
     );
   }
