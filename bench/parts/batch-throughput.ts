@@ -21,6 +21,8 @@ const RSS_GROWTH_LIMIT = 1.1;
 /** The models' `maxBatchSize`, hence the runner's micro-batch size and the raw loop's batch size. */
 const MAX_BATCH_SIZE = 256;
 const WARMUP_RECORDS = 10;
+/** The batch function's NODE_OPTIONS as deployed (deploy/stack.cjs): the handler runs as it would there. */
+const DEPLOYED_NODE_OPTIONS = ['--enable-source-maps', '--max-semi-space-size=2'];
 const EXTRA_RECORDS = 300_000;
 
 /** A tabular model whose run costs microseconds, and one whose matrix products dominate. */
@@ -97,6 +99,7 @@ export async function runBatchThroughput(options: PartOptions): Promise<PartResu
           const { result } = await runChild<BatchReport>({
             script: child,
             args: [specFile],
+            nodeOptions: DEPLOYED_NODE_OPTIONS,
             env: {
               PATH: process.env.PATH ?? '',
               ...repo.clientEnv,
@@ -223,7 +226,7 @@ function report(
     notes: [
       `Targets: handler >= ${RATIO_LIMIT} x the raw loop; peak RSS at ${large} records <= ${RSS_GROWTH_LIMIT} x at ${small}.`,
       `Raw loop: session.run on [${MAX_BATCH_SIZE}, features] tensors (the runner's micro-batch: the model's maxBatchSize ${MAX_BATCH_SIZE}), created with the engine's options from the same ORT file; parsing untimed.`,
-      'Handler: one invocation per input, model already loaded (a small input scored first); peak RSS read right after it.',
+      `Handler: one invocation per input, model already loaded (a small input scored first), Node flags as deployed (${DEPLOYED_NODE_OPTIONS.join(' ')}); peak RSS read right after it.`,
       `${EXTRA_RECORDS} records (first model only, no target): whether peak memory keeps growing with the input or levels off.`,
       'added µs/record: handler time per record minus the raw loop’s, what reading, parsing, stacking, encoding and writing cost per record; the ratio target holds for a model whose run takes about 4x that per record.',
       ...models.map((m) => `${m.name}: ${m.description}`),
