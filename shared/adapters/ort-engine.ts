@@ -82,7 +82,7 @@ export class OrtEngine implements InferenceEngine {
   ): Promise<OrtLoadedModel> {
     const providers = options.executionProviders;
     if (providers.length === 0) throw new ModelLoadError('no execution provider configured');
-    const base = this.#sessionOptions(artifact.format, options);
+    const base = ortSessionOptions(artifact.format, options, this.#defaultIntraOpThreads);
     const fallbacks: ProviderFallback[] = [];
     for (const provider of providers) {
       let session: ort.InferenceSession;
@@ -114,29 +114,35 @@ export class OrtEngine implements InferenceEngine {
       cause: fallbacks.at(-1)?.error,
     });
   }
+}
 
-  #sessionOptions(
-    format: ArtifactFormat,
-    options: EngineSessionOptions,
-  ): ort.InferenceSession.SessionOptions {
-    const session: Record<string, string> = {};
-    if (format === 'ort' && options.useModelBytesDirectly) {
-      session.use_ort_model_bytes_directly = '1';
-      session.use_ort_model_bytes_for_initializers = '1';
-      // Prepacking copies the weights into new buffers, which would undo the zero-copy load.
-      if (options.disablePrepacking !== false) session.disable_prepacking = '1';
-    } else if (options.disablePrepacking) {
-      session.disable_prepacking = '1';
-    }
-    return {
-      executionMode: 'sequential',
-      graphOptimizationLevel: ORT_OPTIMIZATION_LEVEL[options.graphOptimizationLevel],
-      intraOpNumThreads: options.intraOpThreads === 0 ? this.#defaultIntraOpThreads : options.intraOpThreads,
-      interOpNumThreads: options.interOpThreads,
-      // The Node binding flattens nested keys with '.', e.g. `session.disable_prepacking`.
-      extra: { session },
-    };
+/**
+ * onnxruntime session options for serving options: the zero-copy config entries for ORT files used in
+ * place, prepacking, threads (0: `defaultIntraOpThreads`) and the optimisation level. Shared with the model
+ * tool, which measures sessions exactly as they will be served.
+ */
+export function ortSessionOptions(
+  format: ArtifactFormat,
+  options: EngineSessionOptions,
+  defaultIntraOpThreads: number,
+): ort.InferenceSession.SessionOptions {
+  const session: Record<string, string> = {};
+  if (format === 'ort' && options.useModelBytesDirectly) {
+    session.use_ort_model_bytes_directly = '1';
+    session.use_ort_model_bytes_for_initializers = '1';
+    // Prepacking copies the weights into new buffers, which would undo the zero-copy load.
+    if (options.disablePrepacking !== false) session.disable_prepacking = '1';
+  } else if (options.disablePrepacking) {
+    session.disable_prepacking = '1';
   }
+  return {
+    executionMode: 'sequential',
+    graphOptimizationLevel: ORT_OPTIMIZATION_LEVEL[options.graphOptimizationLevel],
+    intraOpNumThreads: options.intraOpThreads === 0 ? defaultIntraOpThreads : options.intraOpThreads,
+    interOpNumThreads: options.interOpThreads,
+    // The Node binding flattens nested keys with '.', e.g. `session.disable_prepacking`.
+    extra: { session },
+  };
 }
 
 const ORT_OPTIMIZATION_LEVEL: Readonly<

@@ -16,6 +16,7 @@ import type { Continuation, ContinuationPayload } from '../../shared/core/batch/
 import { parseConfig } from '../../shared/core/config';
 import { type BatchRuntime, createBatchRuntime } from '../../shared/runtime/batch-runtime';
 import { buildLinearModel, LINEAR_WEIGHTS } from '../../tools/onnx/model-builder';
+import { mulberry32 } from '../../tools/onnx/prng';
 import { lambdaContext } from '../support/api-gateway';
 import { publishModel } from '../support/model-repository';
 import type { S3Server } from '../support/s3-server';
@@ -218,7 +219,7 @@ export const MALFORMED: readonly [string, RegExp][] = [
 
 /** A JSON Lines input of `count` records for `linear`, in every record form, with every 100th line malformed. */
 export function dataset(count: number, seed = 1) {
-  const random = prng(seed);
+  const random = mulberry32(seed);
   const good = new Map<number, { id: string | number; x: number[] }>();
   const bad = new Set<number>();
   const lines: string[] = [];
@@ -255,18 +256,6 @@ export function dataset(count: number, seed = 1) {
     }
   }
   return { text: `${lines.join('\n')}\n`, good, bad };
-}
-
-/** mulberry32: deterministic test data. */
-export function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

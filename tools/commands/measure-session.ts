@@ -5,6 +5,7 @@
 import { execFile } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { promisify } from 'node:util';
+import { ortSessionOptions } from '../../shared/adapters/ort-engine';
 import type { ArtifactFormat, EngineSessionOptions } from '../../shared/core/ports';
 
 const run = promisify(execFile);
@@ -40,27 +41,12 @@ ort.InferenceSession.create(bytes, JSON.parse(optionsJson)).then((session) => {
 }).catch((error) => { console.error(String(error && error.message || error)); process.exit(1); });
 `;
 
-/** onnxruntime-node session options equal to what OrtEngine builds from `options` for `format`. */
-export function ortSessionOptions(
-  format: ArtifactFormat,
-  options: EngineSessionOptions,
-): Record<string, unknown> {
-  const session: Record<string, string> = {};
-  if (format === 'ort' && options.useModelBytesDirectly) {
-    session.use_ort_model_bytes_directly = '1';
-    session.use_ort_model_bytes_for_initializers = '1';
-    if (options.disablePrepacking !== false) session.disable_prepacking = '1';
-  } else if (options.disablePrepacking) {
-    session.disable_prepacking = '1';
-  }
+/** Session options as OrtEngine builds them, plus CPU only and quiet logs for a measurement. */
+function measurementOptions(format: ArtifactFormat, options: EngineSessionOptions): Record<string, unknown> {
   return {
-    executionMode: 'sequential',
-    graphOptimizationLevel: options.graphOptimizationLevel,
-    intraOpNumThreads: options.intraOpThreads === 0 ? availableParallelism() : options.intraOpThreads,
-    interOpNumThreads: options.interOpThreads,
+    ...ortSessionOptions(format, options, availableParallelism()),
     executionProviders: ['cpu'],
     logSeverityLevel: 3,
-    extra: { session },
   };
 }
 
@@ -79,7 +65,7 @@ export async function measureSession(
   timeoutMs = 300_000,
 ): Promise<SessionMeasurements> {
   const ortPath = require.resolve('onnxruntime-node');
-  const optionsJson = JSON.stringify(ortSessionOptions(format, options));
+  const optionsJson = JSON.stringify(measurementOptions(format, options));
   const results: SessionMeasurement[] = [];
   for (let i = 0; i < Math.max(1, runs); i++) {
     const { stdout } = await run(process.execPath, ['-e', SCRIPT, ortPath, file, optionsJson], {

@@ -11,6 +11,7 @@ import { DEFAULT_SESSION_CONFIG, type ModelSessionConfig } from '../../shared/co
 import type { ArtifactFormat, EngineSessionOptions, LoadedModel } from '../../shared/core/ports';
 import { allocateData, elementCount, type ModelSignature, type Tensor } from '../../shared/core/tensor';
 import { synthesizeInputs } from '../../shared/core/warmup';
+import { mulberry32 } from '../onnx/prng';
 import type { OnnxInfo } from './onnx-info';
 
 /** The onnxruntime-node version this tool (and the serving functions) bundle. */
@@ -144,18 +145,6 @@ function rootMessage(error: unknown): string {
   return message.replace(/^\/onnxruntime_src\/\S+ (?:[^()]|\([^)]*\))*?\) /, '').trim();
 }
 
-/** mulberry32: a small seeded generator, so a check is repeatable. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * Seeded, non-zero inputs for comparing two sessions: floats uniform in [-1, 1), integers in [0, 4) (safe
  * as indices), booleans at random. A symbolic dim gets one value everywhere it appears: the one `dims`
@@ -166,7 +155,7 @@ export function checkInputs(
   seed = 1,
   dims: Readonly<Record<string, number>> = {},
 ): Record<string, Tensor> {
-  const random = prng(seed);
+  const random = mulberry32(seed);
   const symbols = new Map<string, number>(Object.entries(dims));
   const feeds: Record<string, Tensor> = {};
   for (const input of signature.inputs) {

@@ -4,6 +4,7 @@
  */
 import { onnx } from 'onnx-proto';
 import { DATATYPES, type Datatype } from '../../shared/core/tensor';
+import { mulberry32 } from './prng';
 
 export const OPSET_VERSION = 17;
 export const IR_VERSION = 8;
@@ -175,18 +176,6 @@ export function mlpOptionsForWeightBytes(
   return { inputSize, hidden: Array.from({ length: layers }, () => width), outputSize, seed };
 }
 
-/** mulberry32: small, fast, and good enough for weights. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * A multi-layer perceptron (MatMul + Add + Relu per hidden layer, MatMul + Add at the end) with weights drawn
  * from a seeded PRNG, uniform in ±1/√fanIn so activations stay in range at any width. Input `x` FP32
@@ -201,7 +190,7 @@ export function buildMlpModel(options: MlpOptions): Uint8Array {
     if (!Number.isSafeInteger(size) || size < 1)
       throw new RangeError(`MLP layer sizes must be positive integers`);
   }
-  const random = prng(options.seed);
+  const random = mulberry32(options.seed);
   const nodes: onnx.INodeProto[] = [];
   const initializers: onnx.ITensorProto[] = [];
   let current = 'x';
