@@ -34,4 +34,6 @@ export interface OverheadCaseReport {
   readonly responseBytes: number;
   readonly handler: readonly RoundFigures[];
   readonly raw: readonly RoundFigures[];
+  /** A second raw session of the same file, created after the handler's: the session-to-session spread. */
+  readonly control: readonly RoundFigures[];
 }
