@@ -21,6 +21,20 @@ import type { OverheadCase, OverheadCaseReport, OverheadSpec, RoundFigures } fro
 
 type Handler = (event: unknown, context: Context) => Promise<APIGatewayProxyResult>;
 
+/**
+ * The engine time of the last invocation, as the handler reports it: its `InferenceTime` metric (CloudWatch
+ * EMF, written to stdout per invocation). Handler time minus this is what the door and the core add around
+ * the very same session's run, free of the session-to-session spread.
+ */
+let lastInferenceMs = Number.NaN;
+const INFERENCE_TIME = /"InferenceTime":([0-9.e+-]+)/;
+const write = process.stdout.write.bind(process.stdout) as (chunk: unknown, ...rest: unknown[]) => boolean;
+process.stdout.write = ((chunk: unknown, ...rest: unknown[]) => {
+  const match = typeof chunk === 'string' ? INFERENCE_TIME.exec(chunk) : null;
+  if (match?.[1] !== undefined) lastInferenceMs = Number(match[1]);
+  return write(chunk, ...rest);
+}) as typeof process.stdout.write;
+
 async function main(): Promise<void> {
   const specFile = process.argv[2];
   if (specFile === undefined) throw new Error('usage: overhead.js <spec.json>');
@@ -59,6 +73,7 @@ async function measureCase(
   const event = requestEvent(c, data);
   const invoke = async () => {
     const context = lambdaContext(30_000);
+    lastInferenceMs = Number.NaN;
     return handler(event, context);
   };
   let pair = sessions.get(c.model);
@@ -90,9 +105,16 @@ async function measureCase(
     for (const loop of loops) await loop();
   }
   const rounds: RoundFigures[][] = loops.map(() => []);
+  const engineRounds: RoundFigures[] = [];
   for (let round = 0; round < spec.rounds; round++) {
-    const figures = await timeInterleaved(loops, c.iterations);
+    const engineTimes: number[] = [];
+    const afterInvoke = () => {
+      if (!Number.isFinite(lastInferenceMs)) throw new Error('the handler reported no InferenceTime metric');
+      engineTimes.push(lastInferenceMs);
+    };
+    const figures = await timeInterleaved(loops, c.iterations, afterInvoke);
     figures.forEach((f, i) => rounds[i]?.push(f));
+    engineRounds.push(figuresOf(engineTimes));
   }
   return {
     model: c.model,
@@ -100,6 +122,7 @@ async function measureCase(
     requestBytes: event.body?.length ?? 0,
     responseBytes: first.body.length,
     handler: rounds[0] ?? [],
+    handlerEngine: engineRounds,
     raw: rounds[1] ?? [],
     control: rounds[2] ?? [],
   };
@@ -149,30 +172,45 @@ async function rawSession(file: string): Promise<RawSession> {
   return { session, bytes };
 }
 
-/** Blocks of the loops alternate, so a burst of load elsewhere on the machine hits them alike. */
-const BLOCK = 10;
+/**
+ * Blocks of the loops alternate, so a burst of load elsewhere on the machine hits them alike. Blocks are
+ * long because each loop runs its own session: onnxruntime's intra-op threads spin for a while after a
+ * run, and on two cores the first runs of a session after another one's block are slowed by them (blocks
+ * of 10 here made an identical second session look 35-60% slower at p50; blocks of 50, about 2%).
+ */
+const BLOCK = 50;
 
+/** Times `loops` in alternating blocks; `afterFirst` runs (untimed) after each call of the first loop. */
 async function timeInterleaved(
   loops: readonly (() => Promise<unknown>)[],
   iterations: number,
+  afterFirst: () => void,
 ): Promise<RoundFigures[]> {
   const times: number[][] = loops.map(() => []);
   for (let done = 0; done < iterations; done += BLOCK) {
     const block = Math.min(BLOCK, iterations - done);
-    for (const [i, loop] of loops.entries()) await timeBlock(loop, block, times[i] as number[]);
+    for (const [i, loop] of loops.entries()) {
+      await timeBlock(loop, block, times[i] as number[], i === 0 ? afterFirst : undefined);
+    }
   }
-  return times.map(figures);
+  return times.map(figuresOf);
 }
 
-async function timeBlock(call: () => Promise<unknown>, count: number, into: number[]): Promise<void> {
+async function timeBlock(
+  call: () => Promise<unknown>,
+  count: number,
+  into: number[],
+  after: (() => void) | undefined,
+): Promise<void> {
   for (let i = 0; i < count; i++) {
     const start = performance.now();
     await call();
     into.push(performance.now() - start);
+    after?.();
   }
 }
 
-function figures(times: number[]): RoundFigures {
+function figuresOf(times: number[]): RoundFigures {
   const sorted = [...times].sort((x, y) => x - y);
   const at = (p: number) => sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] as number;
   return { p50: at(0.5), p99: at(0.99) };

@@ -33,6 +33,8 @@ export interface OverheadCaseReport {
   readonly requestBytes: number;
   readonly responseBytes: number;
   readonly handler: readonly RoundFigures[];
+  /** The engine run inside those same invocations, from the handler's `InferenceTime` metric. */
+  readonly handlerEngine: readonly RoundFigures[];
   readonly raw: readonly RoundFigures[];
   /** A second raw session of the same file, created after the handler's: the session-to-session spread. */
   readonly control: readonly RoundFigures[];
