@@ -204,6 +204,7 @@ function report(
       'handler records/s',
       'raw records/s',
       'handler/raw',
+      'added µs/record',
       'peak RSS MB',
       'target',
     ],

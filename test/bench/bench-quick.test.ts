@@ -85,7 +85,15 @@ describe('npm run bench -- --quick', () => {
       expect(typeof machine.cpuModel).toBe('string');
       expect(machine.node).toBe(process.version);
       expect(result.available).toBe(true);
-      expect(Array.isArray(result.tables)).toBe(true);
+      const tables = result.tables as { title: string; columns: string[]; rows: string[][] }[];
+      expect(tables.length).toBeGreaterThan(0);
+      for (const table of tables) {
+        for (const row of table.rows)
+          expect({ table: table.title, cells: row.length }).toEqual({
+            table: table.title,
+            cells: table.columns.length,
+          });
+      }
     });
 
     it('holds only finite numbers, and every median lies within its min and max', () => {
