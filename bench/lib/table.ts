@@ -55,6 +55,6 @@ export function renderMarkdown(table: Table): string {
     `| ${table.columns.map(() => '---').join(' | ')} |`,
   ];
   for (const row of table.rows) out.push(`| ${row.map(cellText).join(' | ')} |`);
-  if (table.notes !== undefined && table.notes.length > 0) out.push('', ...table.notes);
+  if (table.notes !== undefined && table.notes.length > 0) out.push('', ...table.notes.map((n) => `- ${n}`));
   return out.join('\n');
 }

@@ -205,7 +205,7 @@ function report(
       'raw records/s',
       'handler/raw',
       'added µs/record',
-      'peak RSS MB',
+      'peak RSS MiB',
       'target',
     ],
     rows: rows.map((row) => [

@@ -284,7 +284,7 @@ function report(models: readonly BenchModel[], samples: ReadonlyMap<string, read
     targets.filter((t) => t.name.startsWith(`${row.model} `) && row.variant === 'ours-ort');
   const totals: Table = {
     title: 'Cold start: process start to the first correct answer (ms; median (min–max) over runs)',
-    columns: ['model', 'variant', 'total ms', 'peak RSS MB', 'ours/naive', 'ours/floor', 'target'],
+    columns: ['model', 'variant', 'total ms', 'peak RSS MiB', 'ours/naive', 'ours/floor', 'target'],
     rows: rows.map((row) => [
       row.model,
       VARIANT_LABEL[row.variant],
@@ -323,9 +323,7 @@ function report(models: readonly BenchModel[], samples: ReadonlyMap<string, read
       row.totalMs.median.toFixed(0),
     ]),
     notes: [
-      'process: spawn to the first line of the child (exec and Node start-up); modules: require of the handler bundle',
-      '(ours: SDK, Powertools, middy, onnxruntime-node) or of the baseline; first run: the rest of the invocation',
-      '(ours: config.json GET, request decode, the run, encode). The split of ours comes from its "model loaded" log line.',
+      'process: spawn to the first line of the child (exec and Node start-up); modules: require of the handler bundle (ours: SDK, Powertools, middy, onnxruntime-node) or of the baseline; first run: the rest of the invocation (ours: config.json GET, request decode, the run, encode). The split of ours comes from its "model loaded" log line.',
     ],
   };
   return {
