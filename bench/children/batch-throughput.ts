@@ -74,7 +74,7 @@ async function rawLoop(spec: BatchSpec): Promise<{ ms: number; batches: number }
   for (let start = 0; start < rows.length; start += spec.batchSize) {
     const batch = rows.slice(start, start + spec.batchSize);
     const data = new Float32Array(batch.length * spec.features);
-    batch.forEach((row, i) => data.set(row, i * spec.features));
+    for (const [i, row] of batch.entries()) data.set(row, i * spec.features);
     tensors.push(new ort.Tensor('float32', data, [batch.length, spec.features]));
   }
   // The session the engine creates for an ORT file used in place (ort-engine.ts, model defaults).

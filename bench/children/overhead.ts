@@ -113,7 +113,7 @@ async function measureCase(
       engineTimes.push(lastInferenceMs);
     };
     const figures = await timeInterleaved(loops, c.iterations, afterInvoke);
-    figures.forEach((f, i) => rounds[i]?.push(f));
+    for (const [i, f] of figures.entries()) rounds[i]?.push(f);
     engineRounds.push(figuresOf(engineTimes));
   }
   return {
