@@ -396,8 +396,12 @@ function encodeTensors(
 }
 
 function assemble(json: string, blobs: readonly Uint8Array[]): EncodedMessage {
-  const header = utf8.encode(json);
-  if (blobs.length === 0) return { body: header, headers: { 'content-type': 'application/json' } };
+  if (blobs.length === 0) return { body: utf8.encode(json), headers: { 'content-type': 'application/json' } };
+  // Trailing spaces (valid JSON whitespace) end the header on an 8-byte boundary, so the receiver can use
+  // the first binary tensor in place instead of copying it to an aligned buffer.
+  const bytes = utf8.encode(json);
+  const header =
+    bytes.byteLength % 8 === 0 ? bytes : utf8.encode(json + ' '.repeat(8 - (bytes.byteLength % 8)));
   return {
     body: concatBytes([header, ...blobs]),
     headers: {

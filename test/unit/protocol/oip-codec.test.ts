@@ -249,6 +249,23 @@ describe('decodeInferRequest', () => {
       expect(copied.buffer).not.toBe(shifted.buffer);
     });
 
+    it('ends the encoded header on an 8-byte boundary, so the receiver uses the first tensor in place', () => {
+      for (const id of ['a', 'ab', 'abc', 'abcd', 'abcde', 'abcdef', 'abcdefg', 'abcdefgh']) {
+        const data = Float64Array.from([1.5, -2, 3]);
+        const encoded = encodeInferRequest(
+          { id, inputs: [{ name: 'x', datatype: 'FP64', shape: [3], data }], binaryOutputDefault: false },
+          { binaryInputs: true },
+        );
+        const headerLength = Number(encoded.headers['inference-header-content-length']);
+        expect(headerLength % 8).toBe(0);
+        const decoded = decodeInferRequest(encoded.body, String(headerLength), LIMITS);
+        expect(decoded.id).toBe(id);
+        const got = decoded.inputs[0]?.data as Float64Array;
+        expect(Array.from(got)).toEqual([1.5, -2, 3]);
+        expect(got.buffer).toBe(encoded.body.buffer);
+      }
+    });
+
     it('views aligned data inside a body that is itself a slice of a larger buffer', () => {
       const values = new BigInt64Array([1n, -1n]);
       const header = {
