@@ -36,7 +36,7 @@ const NAIVE_RATIO_LIMIT = 0.6;
 const FLOOR_RATIO_LIMIT = 1.1;
 
 /** The deployed environment of the functions (serverless.yml) sets this; ours runs as deployed. */
-const DEPLOYED_NODE_OPTIONS = ['--enable-source-maps'];
+const DEPLOYED_NODE_OPTIONS: readonly string[] = [];
 /** A function of 3,538 MB gets two vCPUs on Lambda, as many as this bench machine has. */
 const LAMBDA_MEMORY_MB = '3538';
 

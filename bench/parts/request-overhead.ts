@@ -14,7 +14,7 @@ import { type Summary, summarize } from '../lib/stats';
 import { formatSummary, type Table } from '../lib/table';
 
 const P50_RATIO_LIMIT = 1.1;
-const DEPLOYED_NODE_OPTIONS = ['--enable-source-maps'];
+const DEPLOYED_NODE_OPTIONS: readonly string[] = [];
 
 /** Figures of one case, over rounds: each round's p50 and p99 (ms), and handler over raw. */
 export interface OverheadRow {
