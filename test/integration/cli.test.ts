@@ -8,8 +8,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { onnx } from 'onnx-proto';
 import { FileModelStore } from '../../shared/adapters/file-model-store';
@@ -26,10 +25,10 @@ import {
   mlpOptionsForWeightBytes,
 } from '../../tools/onnx/model-builder';
 import { textDirectionModelPath } from '../../tools/sample-models';
+import { withBuiltCli } from '../support/built-cli';
 import { expectClose } from '../support/golden';
 import { type S3Server, startS3Server } from '../support/s3-server';
 
-const ROOT = resolve(__dirname, '../..');
 const MiB = 1024 * 1024;
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 const run = promisify(execFile);
@@ -491,38 +490,6 @@ describe('verify and ls', () => {
     );
   });
 });
-
-/**
- * `node tools/build.mjs cli`, then `fn` with the path package.json names as the bin. Serialised with
- * other test files that build it through an atomic mkdir lock, so nobody runs a half-written bundle.
- */
-async function withBuiltCli<T>(fn: (bin: string) => Promise<T>): Promise<T> {
-  const lock = join(ROOT, 'dist', '.cli-build.lock');
-  await mkdir(join(ROOT, 'dist'), { recursive: true });
-  for (const deadline = Date.now() + 120_000; ; ) {
-    try {
-      await mkdir(lock);
-      break;
-    } catch (error) {
-      const age = await stat(lock).then(
-        (s) => Date.now() - s.mtimeMs,
-        () => 0,
-      );
-      if (age > 300_000) await rm(lock, { recursive: true, force: true });
-      else if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || Date.now() > deadline) throw error;
-      await sleep(100);
-    }
-  }
-  try {
-    await run(process.execPath, ['tools/build.mjs', 'cli'], { cwd: ROOT });
-    const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as {
-      bin: Record<string, string>;
-    };
-    return await fn(join(ROOT, pkg.bin['onnx-serve-models'] as string));
-  } finally {
-    await rm(lock, { recursive: true, force: true });
-  }
-}
 
 describe('the onnx-serve-models bin', () => {
   it('is the bundled CLI with a node shebang: it inspects, adds and lists, with exit codes', async () => {

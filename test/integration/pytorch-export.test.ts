@@ -7,10 +7,9 @@
  * says what to install and passes, except under CI (`CI` set), where it fails: CI installs them.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import type { APIGatewayProxyResult } from 'aws-lambda';
 import { createInferHandler } from '../../functions/infer/handler';
@@ -19,6 +18,7 @@ import { createRuntime } from '../../shared/runtime/runtime';
 import { main } from '../../tools/cli';
 import type { CommandContext } from '../../tools/commands/command';
 import { apiEvent, lambdaContext } from '../support/api-gateway';
+import { withBuiltCli } from '../support/built-cli';
 import { RecordingTelemetry } from '../support/fakes';
 import { expectClose } from '../support/golden';
 import { type S3Server, startS3Server } from '../support/s3-server';
@@ -70,38 +70,6 @@ async function cli(...argv: string[]) {
 async function exportModel(args: string[], out: string, cwd = work): Promise<Reference> {
   await run(PYTHON, [EXPORT_SCRIPT, ...args, '--out', out], { cwd });
   return JSON.parse(await readFile(join(out, 'reference.json'), 'utf8')) as Reference;
-}
-
-/**
- * `node tools/build.mjs cli`, then `fn` with the path package.json names as the bin. Serialised with
- * other test files that build it through an atomic mkdir lock, so nobody runs a half-written bundle.
- */
-async function withBuiltCli<T>(fn: (bin: string) => Promise<T>): Promise<T> {
-  const lock = join(ROOT, 'dist', '.cli-build.lock');
-  await mkdir(join(ROOT, 'dist'), { recursive: true });
-  for (const deadline = Date.now() + 120_000; ; ) {
-    try {
-      await mkdir(lock);
-      break;
-    } catch (error) {
-      const age = await stat(lock).then(
-        (s) => Date.now() - s.mtimeMs,
-        () => 0,
-      );
-      if (age > 300_000) await rm(lock, { recursive: true, force: true });
-      else if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || Date.now() > deadline) throw error;
-      await sleep(100);
-    }
-  }
-  try {
-    await run(process.execPath, ['tools/build.mjs', 'cli'], { cwd: ROOT });
-    const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as {
-      bin: Record<string, string>;
-    };
-    return await fn(join(ROOT, pkg.bin['onnx-serve-models'] as string));
-  } finally {
-    await rm(lock, { recursive: true, force: true });
-  }
 }
 
 const USER_MODULE = `import torch
