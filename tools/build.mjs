@@ -11,6 +11,14 @@ export const ENTRIES = {
   cli: 'tools/cli.ts',
 };
 
+/**
+ * Worker threads bundled beside an entry's bundle: the server's WorkerOrtEngine starts
+ * `dist/server/ort-worker.js` (found through `__dirname`).
+ */
+export const WORKERS = {
+  server: { 'ort-worker': 'shared/adapters/ort-worker.ts' },
+};
+
 export const BUILD_OPTIONS = {
   bundle: true,
   platform: 'node',
@@ -31,4 +39,7 @@ for (const name of names) {
     process.exit(2);
   }
   await build({ ...BUILD_OPTIONS, entryPoints: [entry], outfile: `dist/${name}/index.js` });
+  for (const [worker, source] of Object.entries(WORKERS[name] ?? {})) {
+    await build({ ...BUILD_OPTIONS, entryPoints: [source], outfile: `dist/${name}/${worker}.js` });
+  }
 }

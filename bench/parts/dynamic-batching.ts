@@ -1,8 +1,9 @@
 /**
  * Part 4, dynamic batching: the HTTP server (the bundled container entry point, dist/server/index.js, in
  * its own process) under 64 concurrent clients from autocannon on loopback, for a fixed time, with
- * dynamic batching on and off; small models on CPU. Two servers run side by side (idle while the other is
- * measured) and the runs alternate between them. The batch run time comes from the server's own
+ * dynamic batching on and off, and on with the sessions in worker threads (`ENGINE_THREAD=worker`); small
+ * models on CPU. Three servers run side by side (idle while another is measured) and the runs rotate
+ * between them. The batch run time comes from the server's own
  * Prometheus metrics (/metrics), read before and after each run.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -38,7 +39,10 @@ type Autocannon = (options: {
   duration: number;
 }) => Promise<AutocannonResult>;
 
-type Mode = 'on' | 'off';
+/** Batching on or off with sessions on the event loop; `worker`: batching on, sessions in worker threads. */
+type Mode = 'on' | 'off' | 'worker';
+const MODES: readonly Mode[] = ['on', 'off', 'worker'];
+const MODE_LABEL: Readonly<Record<Mode, string>> = { on: 'on', off: 'off', worker: 'on + worker' };
 
 interface RunFigures {
   readonly requestsPerSecond: number;
@@ -85,6 +89,7 @@ export async function runDynamicBatching(options: PartOptions): Promise<PartResu
   const servers = {
     on: await startServer(serverBundle, repository, models, 'on'),
     off: await startServer(serverBundle, repository, models, 'off'),
+    worker: await startServer(serverBundle, repository, models, 'worker'),
   };
   try {
     const results: ModelFigures[] = [];
@@ -100,9 +105,9 @@ export async function runDynamicBatching(options: PartOptions): Promise<PartResu
           },
         ],
       });
-      const answers = await Promise.all([servers.on, servers.off].map((s) => infer(s.url + path, body)));
-      if (answers[0] !== answers[1]) {
-        throw new Error(`${model.name}: batching on and off answer differently: ${answers.join(' vs ')}`);
+      const answers = await Promise.all(MODES.map((mode) => infer(servers[mode].url + path, body)));
+      if (answers.some((a) => a !== answers[0])) {
+        throw new Error(`${model.name}: on, off and worker answer differently: ${answers.join(' vs ')}`);
       }
       const load = async (mode: Mode, seconds: number): Promise<RunFigures> => {
         const before = await batchMetrics(servers[mode].url, model.name);
@@ -130,11 +135,10 @@ export async function runDynamicBatching(options: PartOptions): Promise<PartResu
         };
       };
       // Warm both: the first second pays JIT and allocator growth.
-      await load('on', 1);
-      await load('off', 1);
-      const runs: Record<Mode, RunFigures[]> = { on: [], off: [] };
+      for (const mode of MODES) await load(mode, 1);
+      const runs: Record<Mode, RunFigures[]> = { on: [], off: [], worker: [] };
       for (let run = 0; run < options.runs; run++) {
-        const order: Mode[] = run % 2 === 0 ? ['on', 'off'] : ['off', 'on'];
+        const order = MODES.map((_, i) => MODES[(i + run) % MODES.length] as Mode);
         for (const mode of order) runs[mode].push(await load(mode, durationS));
       }
       log(`dynamic: ${model.name} done`);
@@ -142,7 +146,7 @@ export async function runDynamicBatching(options: PartOptions): Promise<PartResu
     }
     return report(results, durationS);
   } finally {
-    await Promise.all([servers.on.stop(), servers.off.stop()]);
+    await Promise.all(MODES.map((mode) => servers[mode].stop()));
   }
 }
 
@@ -152,8 +156,12 @@ export interface ModelFigures {
   readonly description: string;
   readonly on: DynamicBatchingRow;
   readonly off: DynamicBatchingRow;
+  /** Batching on with the sessions in worker threads. */
+  readonly worker: DynamicBatchingRow;
   /** Per run, requests/s with batching on over off. */
   readonly speedup: Summary;
+  /** Per run, requests/s with batching on and the worker engine over off (not a target: opt-in). */
+  readonly workerSpeedup: Summary;
   /** The configured queue delay plus two batch runs (the median mean batch run time). */
   readonly p99BoundMs: number;
   readonly failures: number;
@@ -177,18 +185,21 @@ function figures(model: BenchModel, runs: Record<Mode, RunFigures[]>): ModelFigu
   };
   const on = row('on');
   const off = row('off');
-  const speedup = summarize(
-    runs.on.map((r, i) => r.requestsPerSecond / (runs.off[i] as RunFigures).requestsPerSecond),
-  );
+  const worker = row('worker');
+  const overOff = (mode: Mode) =>
+    summarize(runs[mode].map((r, i) => r.requestsPerSecond / (runs.off[i] as RunFigures).requestsPerSecond));
+  const speedup = overOff('on');
   const p99BoundMs = DYNAMIC_BATCHING.maxQueueDelayMs + 2 * (on.batchRunMs?.median ?? 0);
   return {
     model: model.name,
     description: model.description,
     on,
     off,
+    worker,
     speedup,
+    workerSpeedup: overOff('worker'),
     p99BoundMs,
-    failures: [...runs.on, ...runs.off].reduce((sum, r) => sum + r.failures, 0),
+    failures: [...runs.on, ...runs.off, ...runs.worker].reduce((sum, r) => sum + r.failures, 0),
     targets: [
       target(
         `${model.name}: throughput, batching on / off`,
@@ -219,20 +230,24 @@ function report(results: readonly ModelFigures[], durationS: number): PartResult
       'p99 ms',
       'batch run ms',
       'rows/batch',
-      'on/off',
+      'over off',
       'p99 bound ms',
       'target',
     ],
     rows: results.flatMap((m) =>
-      [m.on, m.off].map((r) => [
+      [m.on, m.off, m.worker].map((r) => [
         m.model,
-        r.mode,
+        MODE_LABEL[r.mode],
         formatSummary(r.requestsPerSecond),
         formatSummary(r.p50Ms, 1),
         formatSummary(r.p99Ms, 1),
         formatSummary(r.batchRunMs, 2),
         formatSummary(r.rowsPerBatch, 1),
-        r.mode === 'on' ? formatSummary(m.speedup, 2) : '',
+        r.mode === 'on'
+          ? formatSummary(m.speedup, 2)
+          : r.mode === 'worker'
+            ? formatSummary(m.workerSpeedup, 2)
+            : '',
         r.mode === 'on' ? m.p99BoundMs.toFixed(1) : '',
         r.mode === 'on' ? verdict(m.targets) : '',
       ]),
@@ -244,6 +259,7 @@ function report(results: readonly ModelFigures[], durationS: number): PartResult
         (m) =>
           `${m.model}: ${m.description}; failed requests (non-2xx, errors, timeouts) over all runs: ${m.failures}.`,
       ),
+      'on + worker: batching on, each session in its own worker thread (ONNX_SERVE_ENGINE_THREAD=worker); its ratio is over off and not a target.',
       'The load generator (autocannon, in the bench process) shares the 2 cores with the server.',
     ],
   };
@@ -294,7 +310,8 @@ async function startServer(
       ONNX_SERVE_MODEL_REPOSITORY: repository,
       ONNX_SERVE_PORT: '0',
       ONNX_SERVE_PRELOAD: models.map((m) => m.name).join(','),
-      ONNX_SERVE_DYNAMIC_BATCHING: mode,
+      ONNX_SERVE_DYNAMIC_BATCHING: mode === 'off' ? 'off' : 'on',
+      ONNX_SERVE_ENGINE_THREAD: mode === 'worker' ? 'worker' : 'main',
       ONNX_SERVE_DISK_CACHE_MB: '0',
       ONNX_SERVE_LOG_LEVEL: 'INFO',
     },

@@ -43,6 +43,7 @@ export async function startServer(
   const runtime = createRuntime(config, {
     withPrometheus: true,
     dynamicBatching: config.dynamicBatching,
+    workerEngine: true,
     isReady,
     ...parts,
   });
@@ -64,6 +65,7 @@ export async function startServer(
     repository: runtime.registry.location,
     model: config.pinnedModel,
     dynamicBatching: runtime.batcher === undefined ? 'off' : 'on',
+    engineThread: config.engineThread,
     preload: config.preload,
   });
 

@@ -27,6 +27,10 @@ export interface ServingLimits {
   readonly maxTensorElements: number;
 }
 
+/** Where onnxruntime sessions run: on the event loop, or each in its own worker thread (HTTP server only). */
+export const ENGINE_THREADS = ['main', 'worker'] as const;
+export type EngineThread = (typeof ENGINE_THREADS)[number];
+
 export interface ServingConfig {
   readonly repository: RepositoryConfig;
   /** A function pinned to one model answers only for it (and on `/predict`). */
@@ -43,6 +47,8 @@ export interface ServingConfig {
   readonly server: { readonly host: string; readonly port: number; readonly shutdownGraceMs: number };
   /** HTTP server: batch models whose config.json has `dynamicBatching` (`DYNAMIC_BATCHING=on|off`). */
   readonly dynamicBatching: boolean;
+  /** HTTP server: run sessions on the event loop or in worker threads (`ENGINE_THREAD=main|worker`). */
+  readonly engineThread: EngineThread;
   readonly preload: readonly string[];
   readonly logLevel: string;
   /** The batch door (`ONNX_SERVE_BATCH_*`, docs/batch.md). */
@@ -88,6 +94,9 @@ export function parseConfig(env: Env, facts: InstanceFacts): ServingConfig {
   const logLevel = read.string('LOG_LEVEL', 'INFO').toUpperCase();
   if (!LOG_LEVELS.includes(logLevel))
     problems.push(`${ENV_PREFIX}LOG_LEVEL: must be one of ${LOG_LEVELS.join(', ')}`);
+  const engineThread = read.string('ENGINE_THREAD', 'main').toLowerCase();
+  if (!(ENGINE_THREADS as readonly string[]).includes(engineThread))
+    problems.push(`${ENV_PREFIX}ENGINE_THREAD: must be one of ${ENGINE_THREADS.join(', ')}`);
   const portFallback = read.int('PORT', 8080, 0, 65535, false);
 
   const config: ServingConfig = {
@@ -112,6 +121,7 @@ export function parseConfig(env: Env, facts: InstanceFacts): ServingConfig {
       shutdownGraceMs: read.int('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
     },
     dynamicBatching: read.onOff('DYNAMIC_BATCHING', true),
+    engineThread: engineThread === 'worker' ? 'worker' : 'main',
     preload,
     logLevel,
     batch: parseBatchConfig(read, ENV_PREFIX),

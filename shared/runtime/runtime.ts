@@ -13,6 +13,7 @@ import { PowertoolsTelemetry } from '../adapters/powertools-telemetry';
 import { PrometheusTelemetry } from '../adapters/prometheus-telemetry';
 import { createS3Client } from '../adapters/s3-client';
 import { S3ModelStore } from '../adapters/s3-model-store';
+import { WorkerOrtEngine } from '../adapters/worker-ort-engine';
 import { type InstanceFacts, parseConfig, type ServingConfig } from '../core/config';
 import { DynamicBatcher } from '../core/dynamic-batcher';
 import { createHttpApp, type HttpApp } from '../core/http-app';
@@ -53,6 +54,11 @@ export interface RuntimeParts {
   readonly withPrometheus?: boolean;
   /** Run requests through a {@link DynamicBatcher} (the server; models without `dynamicBatching` run directly). */
   readonly dynamicBatching?: boolean;
+  /**
+   * Honour `engineThread: 'worker'` (the server, whose bundle has the worker beside it). Lambda leaves it
+   * off: one request per instance gains nothing from a free event loop, and a worker only adds copies.
+   */
+  readonly workerEngine?: boolean;
 }
 
 export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): Runtime {
@@ -72,7 +78,12 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
     config.diskCache.maxBytes > 0
       ? new DiskArtifactCache({ dir: config.diskCache.dir, maxBytes: config.diskCache.maxBytes })
       : undefined;
-  const engine = parts.engine ?? new OrtEngine({ defaultIntraOpThreads: config.intraOpThreads });
+  const engineOptions = { defaultIntraOpThreads: config.intraOpThreads };
+  const engine =
+    parts.engine ??
+    (parts.workerEngine && config.engineThread === 'worker'
+      ? new WorkerOrtEngine(engineOptions)
+      : new OrtEngine(engineOptions));
   const loader = new ModelLoader({ store, engine, diskCache, telemetry });
   const service = new InferenceService({
     registry,

@@ -161,13 +161,14 @@ describe('npm run bench -- --quick', () => {
     }
   });
 
-  it('loads the server with batching on and off', () => {
+  it('loads the server with batching on and off, and on with the worker engine', () => {
     const data = results.get('dynamic')?.data as { models: Json[] };
     expect(data.models.map((m) => m.model)).toEqual(['linear', 'mlp-256-2048-2048-10']);
     for (const m of data.models) {
       expect(m.failures).toBe(0);
       expect(((m.on as Json).requestsPerSecond as Json).median as number).toBeGreaterThan(0);
       expect(((m.off as Json).requestsPerSecond as Json).median as number).toBeGreaterThan(0);
+      expect(((m.worker as Json).requestsPerSecond as Json).median as number).toBeGreaterThan(0);
       expect((m.on as Json).rowsPerBatch).toBeDefined();
     }
   });

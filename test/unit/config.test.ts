@@ -46,6 +46,14 @@ describe('parseConfig', () => {
     expect(parseConfig({ PORT: '9000', ONNX_SERVE_PORT: '7000' }, FACTS).server.port).toBe(7000);
   });
 
+  it("runs sessions on the event loop unless ENGINE_THREAD is 'worker', and refuses other values", () => {
+    expect(parseConfig({}, FACTS).engineThread).toBe('main');
+    expect(parseConfig({ ONNX_SERVE_ENGINE_THREAD: 'Worker' }, FACTS).engineThread).toBe('worker');
+    expect(() => parseConfig({ ONNX_SERVE_ENGINE_THREAD: 'gpu' }, FACTS)).toThrow(
+      /ONNX_SERVE_ENGINE_THREAD: must be one of main, worker/,
+    );
+  });
+
   it('reports every bad key at once', () => {
     const attempt = () =>
       parseConfig(
