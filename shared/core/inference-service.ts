@@ -82,6 +82,11 @@ export class InferenceService {
     );
     try {
       return await use(lease.model, resolved);
+    } catch (error) {
+      // A run failing with a load error means the session itself is broken (e.g. its worker died):
+      // the next request loads it afresh instead of meeting the same dead session.
+      if (error instanceof ModelLoadError) lease.discard();
+      throw error;
     } finally {
       lease.release();
     }

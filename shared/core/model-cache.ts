@@ -20,6 +20,11 @@ export interface CacheKey {
 export interface Lease {
   readonly model: LoadedModel;
   release(): void;
+  /**
+   * Drops a session found broken (e.g. its worker died) from the cache, so the next request loads it
+   * afresh; it is released once its last lease is returned.
+   */
+  discard(): void;
 }
 
 interface Entry {
@@ -29,6 +34,7 @@ interface Entry {
   readonly promise: Promise<LoadedModel>;
   model: LoadedModel | undefined;
   leases: number;
+  discarded: boolean;
 }
 
 export interface ModelCacheOptions {
@@ -113,6 +119,7 @@ export class ModelCache {
       bytes,
       model: undefined,
       leases: 0,
+      discarded: false,
       promise: load().then(
         (model) => {
           entry.model = model;
@@ -139,7 +146,14 @@ export class ModelCache {
         if (returned) return;
         returned = true;
         entry.leases -= 1;
-        if (entry.leases === 0) this.#enforceBudget(undefined);
+        if (entry.leases > 0) return;
+        if (entry.discarded) void releaseQuietly(model);
+        else this.#enforceBudget(undefined);
+      },
+      discard: () => {
+        if (entry.discarded || this.#entries.get(entry.id) !== entry) return;
+        entry.discarded = true;
+        this.#remove(entry);
       },
     };
   }
@@ -162,23 +176,33 @@ export class ModelCache {
   async #evict(entry: Entry): Promise<void> {
     const model = entry.model;
     if (model === undefined || this.#entries.get(entry.id) !== entry) return;
+    this.#remove(entry);
+    entry.model = undefined;
+    await releaseQuietly(model);
+  }
+
+  /** Takes a loaded entry out of the cache and its budget. */
+  #remove(entry: Entry): void {
     this.#entries.delete(entry.id);
     this.#loadedBytes -= entry.bytes;
-    entry.model = undefined;
     this.#telemetry.emit({
       type: 'model-evicted',
       model: entry.key.model,
       version: entry.key.version,
       bytes: entry.bytes,
     });
-    try {
-      await model.release();
-    } catch {
-      // A session that fails to release is gone from the cache either way; nothing else can be done.
-    }
   }
 }
 
 function sameKey(a: CacheKey, b: CacheKey): boolean {
   return a.model === b.model && a.version === b.version && a.sha256 === b.sha256;
+}
+
+/** A session that fails to release is gone from the cache either way; nothing else can be done. */
+async function releaseQuietly(model: LoadedModel): Promise<void> {
+  try {
+    await model.release();
+  } catch {
+    // Nothing more to do: the session is out of the cache already.
+  }
 }

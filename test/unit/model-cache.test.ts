@@ -100,6 +100,26 @@ describe('ModelCache', () => {
       expect(created.map((m) => m.released)).toEqual([true, false]);
     });
 
+    it('drops a discarded session at once and releases it when its last lease returns', async () => {
+      const telemetry = new RecordingTelemetry();
+      const cache = new ModelCache({ maxBytes: 100, telemetry });
+      const created: FakeModel[] = [];
+      const broken = await cache.acquire(key('a'), 10, loaderOf(created));
+      const other = await cache.acquire(key('a'), 10, loaderOf(created));
+      broken.discard();
+      expect(cache.isLoaded(key('a'))).toBe(false);
+      expect(cache.loadedBytes).toBe(0);
+      broken.release();
+      expect(created[0]?.released).toBe(false); // still leased by `other`
+      other.release();
+      await Promise.resolve();
+      expect(created[0]?.released).toBe(true);
+      const fresh = await cache.acquire(key('a'), 10, loaderOf(created));
+      expect(fresh.model).toBe(created[1]);
+      expect(telemetry.ofType('model-evicted')).toHaveLength(1);
+      fresh.release();
+    });
+
     it('releases idle sessions on clear', async () => {
       const cache = new ModelCache({ maxBytes: 100 });
       const created: FakeModel[] = [];
