@@ -36,6 +36,11 @@ export class ModelRegistry {
   readonly #configs = new Map<string, CachedConfig>();
   /** Single flight for config reads: concurrent requests share one GET. */
   readonly #reads = new Map<string, Promise<ModelConfig>>();
+  /**
+   * Names found missing, with when: within the TTL they are answered 404 without a store request, so a
+   * client asking for made-up names cannot turn each request into a GET. Bounded, oldest dropped first.
+   */
+  readonly #missing = new Map<string, number>();
 
   constructor(options: ModelRegistryOptions) {
     this.#store = options.store;
@@ -68,6 +73,8 @@ export class ModelRegistry {
     assertModelName(model);
     const cached = this.#configs.get(model);
     if (cached !== undefined && this.#clock() - cached.checkedAt < this.#ttlMs) return cached.config;
+    const missingSince = this.#missing.get(model);
+    if (missingSince !== undefined && this.#clock() - missingSince < this.#ttlMs) throw notFound(model);
     let read = this.#reads.get(model);
     if (read === undefined) {
       read = this.#read(model, cached).finally(() => this.#reads.delete(model));
@@ -100,10 +107,27 @@ export class ModelRegistry {
     }
     if (document === undefined || document === 'not-modified') {
       this.#configs.delete(model);
-      throw new ModelNotFoundError(`model '${model}' not found`);
+      this.#remember(model);
+      throw notFound(model);
     }
+    this.#missing.delete(model);
     const config = parseModelConfig(model, document.text);
     this.#configs.set(model, { config, etag: document.etag, checkedAt: this.#clock() });
     return config;
   }
+
+  #remember(model: string): void {
+    this.#missing.delete(model);
+    this.#missing.set(model, this.#clock());
+    if (this.#missing.size > MAX_MISSING) {
+      const oldest = this.#missing.keys().next().value;
+      if (oldest !== undefined) this.#missing.delete(oldest);
+    }
+  }
+}
+
+const MAX_MISSING = 1024;
+
+function notFound(model: string): ModelNotFoundError {
+  return new ModelNotFoundError(`model '${model}' not found`);
 }

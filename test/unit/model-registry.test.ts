@@ -92,6 +92,17 @@ describe('ModelRegistry', () => {
       expect((await registry.resolve('m')).version).toBe('2');
     });
 
+    it('answers a missing model from memory within the TTL, then asks the store again', async () => {
+      const { store, registry, advance } = setup(30_000);
+      for (let i = 0; i < 5; i += 1)
+        await expect(registry.resolve('later')).rejects.toThrow("model 'later' not found");
+      expect(store.count('config:later')).toBe(1);
+      store.addVersion('later', '1', Buffer.from('a'));
+      advance(31_000);
+      expect((await registry.resolve('later')).version).toBe('1');
+      expect(store.count('config:later')).toBe(2);
+    });
+
     it('shares one config read between concurrent requests', async () => {
       const { store, registry } = setup();
       store.addVersion('m', '1', Buffer.from('a'));
