@@ -108,7 +108,7 @@ export function parseConfig(env: Env, facts: InstanceFacts): ServingConfig {
       maxBytes: read.int('DISK_CACHE_MB', 400, 0, 1 << 24) * MB,
     },
     configTtlMs: read.int('CONFIG_TTL_SECONDS', 30, 0, 86_400) * 1000,
-    intraOpThreads: read.int('INTRA_OP_THREADS', facts.availableParallelism, 1, 1024),
+    intraOpThreads: read.int('INTRA_OP_THREADS', defaultThreads(lambdaMemoryMb, facts), 1, 1024),
     limits: {
       maxBodyBytes: read.int('MAX_BODY_MB', 16, 1, 4096) * MB,
       maxTensorElements: read.int('MAX_TENSOR_ELEMENTS', 16 * MB, 1, 2 ** 31),
@@ -191,4 +191,18 @@ class EnvReader {
     }
     return value;
   }
+}
+
+/** Lambda's CPU share grows with memory: one vCPU's worth at 1,769 MB, six at 10,240 MB. */
+const LAMBDA_MB_PER_VCPU = 1769;
+
+/**
+ * onnxruntime threads per session: the instance's available parallelism, but on Lambda no more than the
+ * vCPUs its memory buys. Small Lambda functions still see two CPUs while their quota is a fraction of one,
+ * and threads beyond the quota only contend.
+ */
+function defaultThreads(lambdaMemoryMb: number, facts: InstanceFacts): number {
+  if (lambdaMemoryMb <= 0) return facts.availableParallelism;
+  const vcpus = Math.max(1, Math.round(lambdaMemoryMb / LAMBDA_MB_PER_VCPU));
+  return Math.min(facts.availableParallelism, vcpus);
 }

@@ -20,6 +20,15 @@ describe('parseConfig', () => {
     expect(config.cacheMemoryBytes).toBe(Math.floor(1024 * 0.6) * MB);
   });
 
+  it.each([
+    ['128', 1],
+    ['1769', 1],
+    ['3538', 2],
+    ['10240', 2], // six vCPUs' worth, but this instance has two
+  ])('on Lambda with %s MB, defaults to %d onnxruntime thread(s)', (memory, threads) => {
+    expect(parseConfig({ AWS_LAMBDA_FUNCTION_MEMORY_SIZE: memory }, FACTS).intraOpThreads).toBe(threads);
+  });
+
   it('reads an S3 repository with a custom endpoint', () => {
     const config = parseConfig(
       {
