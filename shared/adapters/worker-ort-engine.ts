@@ -43,6 +43,9 @@ export interface WorkerOrtEngineOptions {
  *   Views into a larger buffer (a binary request body) are copied. Outputs come back transferred.
  * - A worker that exits unexpectedly fails its pending and later runs with {@link ModelLoadError}; the
  *   next `load` starts a new worker.
+ * - A worker is only ever ended idle (`release` waits for the session's release first): ending one while
+ *   onnxruntime runs inside it can abort the whole process, since the binding then throws into a torn-down
+ *   environment (seen in tests with `Worker.terminate()` during a run).
  *
  * @example
  * const engine = new WorkerOrtEngine({ defaultIntraOpThreads: os.availableParallelism() });

@@ -301,15 +301,17 @@ describe('WorkerOrtEngine', () => {
   });
 
   describe('a worker that dies', () => {
-    it('fails the pending run and later runs with ModelLoadError; the next load starts a new worker', async () => {
+    it('fails later runs with ModelLoadError once its worker is gone; the next load starts a new worker', async () => {
       const before = workers.length;
-      const model = await load(engine, bigMlp);
+      const model = await load(engine, buildLinearModel());
       const worker = workers[before] as Worker;
-      const pending = model.run({ x: fp32([BIG_BATCH, BIG_MLP.inputSize], () => 1) });
+      // Terminated while idle: ending a worker while onnxruntime runs inside it can abort the whole process
+      // (the binding throws into a torn-down environment), so neither the engine nor this test does that.
       await worker.terminate();
-      await expect(pending).rejects.toThrow(ModelLoadError);
-      await expect(pending).rejects.toThrow(/worker exited with code 1/);
-      await expect(model.run({ x: fp32([1, BIG_MLP.inputSize], () => 1) })).rejects.toThrow(ModelLoadError);
+      await expect(model.run({ x: fp32([1, LINEAR_IN], () => 1) })).rejects.toThrow(ModelLoadError);
+      await expect(model.run({ x: fp32([1, LINEAR_IN], () => 1) })).rejects.toThrow(
+        /worker exited with code 1/,
+      );
       await model.release();
 
       const next = await load(engine, buildLinearModel());
