@@ -7,7 +7,7 @@ import { OrtEngine, type OrtLoadedModel } from '../../shared/adapters/ort-engine
 import { InvalidInputError, ModelLoadError } from '../../shared/core/errors';
 import { parseModelConfig } from '../../shared/core/model-config';
 import type { ArtifactFormat, EngineSessionOptions } from '../../shared/core/ports';
-import { DATATYPES, type Datatype, type Tensor, type TensorData } from '../../shared/core/tensor';
+import { DATATYPES, type Tensor } from '../../shared/core/tensor';
 import { synthesizeInputs } from '../../shared/core/warmup';
 import {
   buildAddModel,
@@ -23,18 +23,10 @@ import {
 } from '../../tools/onnx/model-builder';
 import { convertToOrtFormat } from '../../tools/onnx/ort-format';
 import { textDirectionModelPath, writeModelVersion, writeSampleRepository } from '../../tools/sample-models';
+import { ENGINE_OPTIONS, fp32, SMALL_MLP, sampleData } from '../support/engine-fixtures';
 import { expectClose } from '../support/golden';
 
-const OPTIONS: EngineSessionOptions = {
-  graphOptimizationLevel: 'all',
-  intraOpThreads: 0,
-  interOpThreads: 1,
-  executionProviders: ['cpu'],
-  useModelBytesDirectly: true,
-  disablePrepacking: false,
-};
-
-const MLP = { inputSize: 16, hidden: [64], outputSize: 4, seed: 7 } as const;
+const MLP = SMALL_MLP;
 
 const engine = new OrtEngine({ defaultIntraOpThreads: 1 });
 const loaded: OrtLoadedModel[] = [];
@@ -44,48 +36,10 @@ async function load(
   format: ArtifactFormat = 'onnx',
   options: Partial<EngineSessionOptions> = {},
 ): Promise<OrtLoadedModel> {
-  const model = await engine.load({ bytes, format }, { ...OPTIONS, ...options });
+  const model = await engine.load({ bytes, format }, { ...ENGINE_OPTIONS, ...options });
   loaded.push(model);
   return model;
 }
-
-function fp32(shape: number[], fill: (i: number) => number): Tensor {
-  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  for (let i = 0; i < data.length; i++) data[i] = fill(i);
-  return { datatype: 'FP32', shape, data };
-}
-
-/** Six values per datatype, edge cases included, for a `[2, 3]` tensor. */
-const SAMPLES: Record<Datatype, TensorData> = {
-  BOOL: Uint8Array.from([0, 1, 1, 0, 0, 1]),
-  UINT8: Uint8Array.from([0, 1, 127, 128, 254, 255]),
-  UINT16: Uint16Array.from([0, 1, 0x7fff, 0x8000, 0xfffe, 0xffff]),
-  UINT32: Uint32Array.from([0, 1, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff]),
-  UINT64: BigUint64Array.from([0n, 1n, 2n ** 53n + 1n, 2n ** 63n, 2n ** 64n - 2n, 2n ** 64n - 1n]),
-  INT8: Int8Array.from([-128, -1, 0, 1, 126, 127]),
-  INT16: Int16Array.from([-32768, -1, 0, 1, 32766, 32767]),
-  INT32: Int32Array.from([-(2 ** 31), -1, 0, 1, 2 ** 31 - 2, 2 ** 31 - 1]),
-  INT64: BigInt64Array.from([-(2n ** 63n), -(2n ** 53n) - 1n, -1n, 0n, 2n ** 53n + 1n, 2n ** 63n - 1n]),
-  // Half bits: 0, 1.0, -2.0, 65504 (max), -0, the smallest subnormal.
-  FP16: Uint16Array.from([0x0000, 0x3c00, 0xc000, 0x7bff, 0x8000, 0x0001]),
-  FP32: Float32Array.from([
-    0,
-    -1.5,
-    3.4028234663852886e38,
-    1.401298464324817e-45,
-    Number.POSITIVE_INFINITY,
-    -0,
-  ]),
-  FP64: Float64Array.from([
-    Number.MAX_VALUE,
-    Number.MIN_VALUE,
-    -0,
-    Number.NaN,
-    Math.PI,
-    Number.NEGATIVE_INFINITY,
-  ]),
-  BYTES: ['', 'a', 'héllo', '🙂 emoji', 'with\nnewline', 'x'.repeat(300)],
-};
 
 let scratch: string;
 let linearOrt: Uint8Array;
@@ -159,7 +113,7 @@ describe('OrtEngine', () => {
     it('fails with ModelLoadError when no provider loads', async () => {
       const attempt = engine.load(
         { bytes: buildLinearModel(), format: 'onnx' },
-        { ...OPTIONS, executionProviders: ['cuda'] },
+        { ...ENGINE_OPTIONS, executionProviders: ['cuda'] },
       );
       await expect(attempt).rejects.toThrow(ModelLoadError);
       await expect(attempt).rejects.toThrow(/cuda:/);
@@ -168,7 +122,7 @@ describe('OrtEngine', () => {
     it('fails with ModelLoadError on bytes that are not a model', async () => {
       const attempt = engine.load(
         { bytes: new TextEncoder().encode('not a model'), format: 'onnx' },
-        OPTIONS,
+        ENGINE_OPTIONS,
       );
       await expect(attempt).rejects.toThrow(ModelLoadError);
     });
@@ -176,7 +130,7 @@ describe('OrtEngine', () => {
     it('fails with ModelLoadError when no provider is configured', async () => {
       const attempt = engine.load(
         { bytes: buildLinearModel(), format: 'onnx' },
-        { ...OPTIONS, executionProviders: [] },
+        { ...ENGINE_OPTIONS, executionProviders: [] },
       );
       await expect(attempt).rejects.toThrow(ModelLoadError);
     });
@@ -263,7 +217,7 @@ describe('OrtEngine', () => {
         feeds[typedIdentityNames(datatype).input] = {
           datatype,
           shape: [2, TYPED_IDENTITY_WIDTH],
-          data: SAMPLES[datatype],
+          data: sampleData(datatype),
         };
       }
       const outputs = await model.run(feeds);
@@ -273,8 +227,8 @@ describe('OrtEngine', () => {
         expect(out?.shape).toEqual([2, TYPED_IDENTITY_WIDTH]);
         // Output string arrays come from the outer realm, so compare their kind, not their constructor.
         if (datatype === 'BYTES') expect(Array.isArray(out?.data)).toBe(true);
-        else expect(out?.data.constructor).toBe(SAMPLES[datatype].constructor);
-        expect(out?.data).toEqual(SAMPLES[datatype]);
+        else expect(out?.data.constructor).toBe(sampleData(datatype).constructor);
+        expect(out?.data).toEqual(sampleData(datatype));
       }
     });
 
@@ -341,7 +295,7 @@ describe('OrtEngine', () => {
 
   describe('release', () => {
     it('releases once; a run afterwards rejects', async () => {
-      const model = await engine.load({ bytes: buildLinearModel(), format: 'onnx' }, OPTIONS);
+      const model = await engine.load({ bytes: buildLinearModel(), format: 'onnx' }, ENGINE_OPTIONS);
       await model.release();
       await model.release();
       await expect(model.run({ x: fp32([1, LINEAR_IN], () => 0) })).rejects.toThrow(/released/);

@@ -5,8 +5,8 @@ import { Worker } from 'node:worker_threads';
 import { OrtEngine } from '../../shared/adapters/ort-engine';
 import { WorkerOrtEngine } from '../../shared/adapters/worker-ort-engine';
 import { InvalidInputError, ModelLoadError } from '../../shared/core/errors';
-import type { EngineSessionOptions, LoadedModel } from '../../shared/core/ports';
-import { DATATYPES, type Datatype, type Tensor, type TensorData } from '../../shared/core/tensor';
+import type { LoadedModel } from '../../shared/core/ports';
+import { DATATYPES, type Tensor } from '../../shared/core/tensor';
 import {
   buildLinearModel,
   buildMlpModel,
@@ -16,44 +16,13 @@ import {
   typedIdentityNames,
 } from '../../tools/onnx/model-builder';
 import { convertToOrtFormat } from '../../tools/onnx/ort-format';
+import { ENGINE_OPTIONS, fp32, SMALL_MLP, sampleData } from '../support/engine-fixtures';
 import { buildOrtWorker } from '../support/ort-worker-bundle';
 
-const OPTIONS: EngineSessionOptions = {
-  graphOptimizationLevel: 'all',
-  intraOpThreads: 0,
-  interOpThreads: 1,
-  executionProviders: ['cpu'],
-  useModelBytesDirectly: true,
-  disablePrepacking: false,
-};
-
-const MLP = { inputSize: 16, hidden: [64], outputSize: 4, seed: 7 } as const;
+const MLP = SMALL_MLP;
 /** Big enough that one run of BIG_BATCH rows takes many event-loop turns on any machine. */
 const BIG_MLP = { inputSize: 1024, hidden: [2048, 2048], outputSize: 16, seed: 3 } as const;
 const BIG_BATCH = 256;
-
-/** Six values per datatype, edge cases included, for a `[2, 3]` tensor. */
-const SAMPLES: Record<Datatype, () => TensorData> = {
-  BOOL: () => Uint8Array.from([0, 1, 1, 0, 0, 1]),
-  UINT8: () => Uint8Array.from([0, 1, 127, 128, 254, 255]),
-  UINT16: () => Uint16Array.from([0, 1, 0x7fff, 0x8000, 0xfffe, 0xffff]),
-  UINT32: () => Uint32Array.from([0, 1, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff]),
-  UINT64: () => BigUint64Array.from([0n, 1n, 2n ** 53n + 1n, 2n ** 63n, 2n ** 64n - 2n, 2n ** 64n - 1n]),
-  INT8: () => Int8Array.from([-128, -1, 0, 1, 126, 127]),
-  INT16: () => Int16Array.from([-32768, -1, 0, 1, 32766, 32767]),
-  INT32: () => Int32Array.from([-(2 ** 31), -1, 0, 1, 2 ** 31 - 2, 2 ** 31 - 1]),
-  INT64: () => BigInt64Array.from([-(2n ** 63n), -1n, 0n, 1n, 2n ** 53n + 1n, 2n ** 63n - 1n]),
-  FP16: () => Uint16Array.from([0x0000, 0x3c00, 0xc000, 0x7bff, 0x8000, 0x0001]),
-  FP32: () => Float32Array.from([0, -1.5, 3.4028234663852886e38, 1.401298464324817e-45, Number.NaN, -0]),
-  FP64: () => Float64Array.from([Number.MAX_VALUE, Number.MIN_VALUE, -0, Number.NaN, Math.PI, -Infinity]),
-  BYTES: () => ['', 'a', 'héllo', '🙂 emoji', 'with\nnewline', 'x'.repeat(300)],
-};
-
-function fp32(shape: number[], fill: (i: number) => number): Tensor {
-  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  for (let i = 0; i < data.length; i++) data[i] = fill(i);
-  return { datatype: 'FP32', shape, data };
-}
 
 /** Resolves when `worker` has exited, with its exit code. */
 function exitOf(worker: Worker): Promise<number> {
@@ -78,7 +47,7 @@ async function load(
 ) {
   const model = await engineToUse.load(
     { bytes, format },
-    { ...OPTIONS, ...(format === 'ort' ? { disablePrepacking: true } : {}) },
+    { ...ENGINE_OPTIONS, ...(format === 'ort' ? { disablePrepacking: true } : {}) },
   );
   loaded.push(model);
   return model;
@@ -119,7 +88,7 @@ describe('WorkerOrtEngine', () => {
 
       const fallback = await engine.load(
         { bytes: buildLinearModel(), format: 'onnx' },
-        { ...OPTIONS, executionProviders: ['cuda', 'cpu'] },
+        { ...ENGINE_OPTIONS, executionProviders: ['cuda', 'cpu'] },
       );
       loaded.push(fallback);
       expect(fallback.fallbacks?.map((f) => f.provider)).toEqual(['cuda']);
@@ -131,7 +100,7 @@ describe('WorkerOrtEngine', () => {
       const before = workers.length;
       const attempt = engine.load(
         { bytes: new TextEncoder().encode('not a model'), format: 'onnx' },
-        OPTIONS,
+        ENGINE_OPTIONS,
       );
       await expect(attempt).rejects.toThrow(ModelLoadError);
       const worker = workers[before] as Worker;
@@ -141,18 +110,18 @@ describe('WorkerOrtEngine', () => {
     it('fails with ModelLoadError when no provider is configured or loads', async () => {
       const bytes = buildLinearModel();
       await expect(
-        engine.load({ bytes, format: 'onnx' }, { ...OPTIONS, executionProviders: [] }),
+        engine.load({ bytes, format: 'onnx' }, { ...ENGINE_OPTIONS, executionProviders: [] }),
       ).rejects.toThrow(ModelLoadError);
       await expect(
-        engine.load({ bytes, format: 'onnx' }, { ...OPTIONS, executionProviders: ['cuda'] }),
+        engine.load({ bytes, format: 'onnx' }, { ...ENGINE_OPTIONS, executionProviders: ['cuda'] }),
       ).rejects.toThrow(/cuda:/);
     });
 
     it('fails with ModelLoadError when the worker bundle is missing', async () => {
       const missing = new WorkerOrtEngine({ defaultIntraOpThreads: 1, workerFile: join(scratch, 'nope.js') });
-      await expect(missing.load({ bytes: buildLinearModel(), format: 'onnx' }, OPTIONS)).rejects.toThrow(
-        ModelLoadError,
-      );
+      await expect(
+        missing.load({ bytes: buildLinearModel(), format: 'onnx' }, ENGINE_OPTIONS),
+      ).rejects.toThrow(ModelLoadError);
     });
 
     it('leaves the caller its bytes: a view into a larger buffer is copied, never taken', async () => {
@@ -191,7 +160,7 @@ describe('WorkerOrtEngine', () => {
           result[typedIdentityNames(datatype).input] = {
             datatype,
             shape: [2, TYPED_IDENTITY_WIDTH],
-            data: SAMPLES[datatype](),
+            data: sampleData(datatype),
           };
         }
         return result;
@@ -203,8 +172,8 @@ describe('WorkerOrtEngine', () => {
         expect(out?.datatype).toBe(datatype);
         expect(out?.shape).toEqual([2, TYPED_IDENTITY_WIDTH]);
         if (datatype === 'BYTES') expect(Array.isArray(out?.data)).toBe(true);
-        else expect(out?.data.constructor).toBe(SAMPLES[datatype]().constructor);
-        expect(out?.data).toEqual(SAMPLES[datatype]());
+        else expect(out?.data.constructor).toBe(sampleData(datatype).constructor);
+        expect(out?.data).toEqual(sampleData(datatype));
       }
       expect(actual).toEqual(expected);
     });
@@ -213,7 +182,7 @@ describe('WorkerOrtEngine', () => {
       const model = await load(engine, buildTypedIdentityModel());
       const feeds: Record<string, Tensor> = {};
       for (const datatype of DATATYPES) {
-        feeds[typedIdentityNames(datatype).input] = { datatype, shape: [2, 3], data: SAMPLES[datatype]() };
+        feeds[typedIdentityNames(datatype).input] = { datatype, shape: [2, 3], data: sampleData(datatype) };
       }
       const outputs = await model.run(feeds, ['out_fp32', 'out_bytes']);
       expect(Object.keys(outputs).sort()).toEqual(['out_bytes', 'out_fp32']);
@@ -291,7 +260,7 @@ describe('WorkerOrtEngine', () => {
   describe('release', () => {
     it('releases once and ends the worker; a run afterwards rejects', async () => {
       const before = workers.length;
-      const model = await engine.load({ bytes: buildLinearModel(), format: 'onnx' }, OPTIONS);
+      const model = await engine.load({ bytes: buildLinearModel(), format: 'onnx' }, ENGINE_OPTIONS);
       const exited = exitOf(workers[before] as Worker);
       await Promise.all([model.release(), model.release()]);
       await exited;
@@ -333,7 +302,7 @@ require(${JSON.stringify(file)});`;
           return worker;
         },
       });
-      const model = await crashing.load({ bytes: buildLinearModel(), format: 'onnx' }, OPTIONS);
+      const model = await crashing.load({ bytes: buildLinearModel(), format: 'onnx' }, ENGINE_OPTIONS);
       loaded.push(model);
       await expect(model.run({ x: fp32([1, LINEAR_IN], () => 1) })).rejects.toThrow(/exited with code 7/);
     });
