@@ -1,9 +1,9 @@
-import { constants as bufferConstants } from 'node:buffer';
 import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { ModelLoadError, ModelNotFoundError } from '../core/errors';
-import { assertModelName, assertVersion, isValidModelName } from '../core/names';
-import { type ArtifactFormat, artifactFile, type ConfigDocument, type ModelStore } from '../core/ports';
+import { assertModelName, isValidModelName } from '../core/names';
+import type { ArtifactFormat, ConfigDocument, ModelStore } from '../core/ports';
+import { checkArtifactRequest } from './artifact-request';
 
 /**
  * The model repository in a local folder: the embedded default of the local server and of tests.
@@ -61,13 +61,8 @@ export class FileModelStore implements ModelStore {
     size: number,
     variant?: string,
   ): Promise<Uint8Array> {
-    assertModelName(model);
-    assertVersion(model, version);
-    const file = artifactFile(format, variant);
+    const file = checkArtifactRequest(model, version, format, size, variant);
     const what = `model '${model}' version '${version}'`;
-    if (!Number.isSafeInteger(size) || size <= 0 || size > bufferConstants.MAX_LENGTH) {
-      throw new ModelLoadError(`${what}: ${file} size ${size} cannot be read into memory`);
-    }
     const path = this.path(model, version, file);
     let handle: FileHandle;
     try {

@@ -1,4 +1,3 @@
-import { constants as bufferConstants } from 'node:buffer';
 import {
   GetObjectCommand,
   type GetObjectCommandOutput,
@@ -7,8 +6,9 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { ConfigError, ModelLoadError, ModelNotFoundError, ServingError } from '../core/errors';
-import { assertModelName, assertVersion, isValidModelName } from '../core/names';
-import { type ArtifactFormat, artifactFile, type ConfigDocument, type ModelStore } from '../core/ports';
+import { assertModelName, isValidModelName } from '../core/names';
+import type { ArtifactFormat, ConfigDocument, ModelStore } from '../core/ports';
+import { checkArtifactRequest } from './artifact-request';
 
 /** Options of {@link S3ModelStore}. */
 export interface S3ModelStoreOptions {
@@ -116,15 +116,8 @@ export class S3ModelStore implements ModelStore {
     size: number,
     variant?: string,
   ): Promise<Uint8Array> {
-    assertModelName(model);
-    assertVersion(model, version);
-    const file = artifactFile(format, variant);
+    const file = checkArtifactRequest(model, version, format, size, variant);
     const key = this.key(model, version, file);
-    if (!Number.isSafeInteger(size) || size <= 0 || size > bufferConstants.MAX_LENGTH) {
-      throw new ModelLoadError(
-        `model '${model}' version '${version}': ${file} size ${size} cannot be read into memory`,
-      );
-    }
     // allocUnsafeSlow: every byte is overwritten before the buffer is returned, and the buffer owns its
     // ArrayBuffer at offset 0 (never a slice of Node's pool), which onnxruntime may keep using as weights.
     const bytes = Buffer.allocUnsafeSlow(size);
