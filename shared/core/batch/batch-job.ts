@@ -364,20 +364,12 @@ export class BatchJobRunner {
 
   /** Resolves the model version and pins everything the job's invocations and shards must agree on. */
   async #startJob(prepared: Prepared): Promise<JobSpec> {
-    const { object, input, info, etag, names, outputBucket } = prepared;
+    const { object, input, info, names, outputBucket } = prepared;
     const resolved = await this.#registry.resolve(input.model, input.version);
     const signature = await this.#service.signature(input.model, resolved.version);
     const gzip = input.gzipSuffix || /\bgzip\b/i.test(info.contentEncoding ?? '');
     let job: JobSpec = {
-      input: {
-        bucket: object.bucket,
-        key: object.key,
-        etag,
-        ...(object.versionId === undefined ? {} : { versionId: object.versionId }),
-        size: info.size,
-        format: input.format,
-        gzip,
-      },
+      input: { ...inputOf(prepared), gzip },
       model: {
         name: input.model,
         version: resolved.version,
@@ -656,19 +648,12 @@ export class BatchJobRunner {
 
   /** Writes a `failed` manifest, and no output object, for a job that cannot run at all. */
   async #fail(prepared: Prepared, error: ServingError, job?: JobSpec): Promise<FinalOutcome> {
-    const { object, input, info, etag, names, outputBucket } = prepared;
+    const { object, input, names, outputBucket } = prepared;
     const now = new Date(this.#now()).toISOString();
     const manifest: Manifest = {
       format: MANIFEST_FORMAT,
       status: 'failed',
-      input: {
-        bucket: object.bucket,
-        key: object.key,
-        etag,
-        ...(object.versionId === undefined ? {} : { versionId: object.versionId }),
-        size: info.size,
-        format: input.format,
-      },
+      input: inputOf(prepared),
       model: {
         name: input.model,
         ...(job?.model.version !== undefined
@@ -795,6 +780,18 @@ export class BatchJobRunner {
     this.#log.info('batch job skipped', { bucket: object.bucket, key: object.key, reason });
     return { status: 'skipped', reason };
   }
+}
+
+/** The input object as the job and its manifest record it. */
+function inputOf({ object, etag, info, input }: Prepared) {
+  return {
+    bucket: object.bucket,
+    key: object.key,
+    etag,
+    ...(object.versionId === undefined ? {} : { versionId: object.versionId }),
+    size: info.size,
+    format: input.format,
+  };
 }
 
 function initialCheckpoint(job: JobSpec, shard: ShardSpec): Checkpoint {
