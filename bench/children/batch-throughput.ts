@@ -9,13 +9,13 @@
  * runner's micro-batch size (after one untimed pass). Prints one {@link BatchReport} line.
  */
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import type { Context } from 'aws-lambda';
 import * as ort from 'onnxruntime-node';
 import { lambdaContext } from '../../test/support/api-gateway';
 import type { BatchReport, BatchSpec } from '../lib/batch-protocol';
 import { reportResult } from '../lib/child';
 import { peakRssKiB } from '../lib/peak-rss';
+import { servedOrtSessionOptions } from '../lib/serving-session';
 
 type Handler = (event: unknown, context: Context) => Promise<unknown>;
 type Outcome = BatchReport['outcome'];
@@ -81,19 +81,7 @@ async function rawLoop(spec: BatchSpec): Promise<{ ms: number; batches: number }
   const bytes = readFileSync(spec.ortFile);
   const session = await ort.InferenceSession.create(
     new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength),
-    {
-      executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
-      intraOpNumThreads: availableParallelism(),
-      interOpNumThreads: 1,
-      extra: {
-        session: {
-          use_ort_model_bytes_directly: '1',
-          use_ort_model_bytes_for_initializers: '1',
-          disable_prepacking: '1',
-        },
-      },
-    },
+    servedOrtSessionOptions(),
   );
   const feeds = (tensor: ort.Tensor) => ({ [spec.inputName]: tensor });
   // One untimed pass: the first runs of a batch shape pay for allocations the later ones reuse.

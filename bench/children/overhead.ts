@@ -9,7 +9,6 @@
  * such session as a control). Blocks of the loops alternate so all see the same machine. Prints one line of {@link OverheadCaseReport}s.
  */
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { APIGatewayProxyResult, Context } from 'aws-lambda';
 import * as ort from 'onnxruntime-node';
@@ -18,6 +17,7 @@ import { apiEvent, lambdaContext } from '../../test/support/api-gateway';
 import { reportResult } from '../lib/child';
 import { benchInput, elements } from '../lib/input';
 import type { OverheadCase, OverheadCaseReport, OverheadSpec, RoundFigures } from '../lib/overhead-protocol';
+import { servedOrtSessionOptions } from '../lib/serving-session';
 
 type Handler = (event: unknown, context: Context) => Promise<APIGatewayProxyResult>;
 
@@ -156,19 +156,7 @@ function outputOf(result: APIGatewayProxyResult): ArrayLike<number> {
 async function rawSession(file: string): Promise<RawSession> {
   const buffer = readFileSync(file);
   const bytes = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-  const session = await ort.InferenceSession.create(bytes, {
-    executionMode: 'sequential',
-    graphOptimizationLevel: 'all',
-    intraOpNumThreads: availableParallelism(),
-    interOpNumThreads: 1,
-    extra: {
-      session: {
-        use_ort_model_bytes_directly: '1',
-        use_ort_model_bytes_for_initializers: '1',
-        disable_prepacking: '1',
-      },
-    },
-  });
+  const session = await ort.InferenceSession.create(bytes, servedOrtSessionOptions());
   return { session, bytes };
 }
 
