@@ -21,6 +21,9 @@ type S3rverConstructor = new (options: {
 
 const S3rver = require('s3rver') as S3rverConstructor;
 
+/** s3rver's fixed credentials: it checks signatures, so every client of it signs with these. */
+export const S3RVER_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
+
 /** One request the SDK sent (each retry counts): the command, its key and its `Range` header. */
 export interface RecordedRequest {
   readonly command: string;
@@ -107,9 +110,8 @@ export async function startS3Server(options: { bucket?: string } = {}): Promise<
   });
   const address = await server.run();
   const endpoint = `http://127.0.0.1:${address.port}`;
-  const credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
-  const client = createS3Client({ endpoint, credentials });
-  const uploader = createS3Client({ endpoint, credentials });
+  const client = createS3Client({ endpoint, credentials: S3RVER_CREDENTIALS });
+  const uploader = createS3Client({ endpoint, credentials: S3RVER_CREDENTIALS });
   const requests = countRequests(client);
   return {
     endpoint,
