@@ -12,7 +12,8 @@ export function isV2(event: InferEvent): event is APIGatewayProxyEventV2 {
 }
 
 export function toHttpRequest(event: InferEvent): HttpRequest {
-  const headers: Record<string, string> = {};
+  // Header names come from clients: a null prototype keeps `__proto__` and friends plain entries.
+  const headers: Record<string, string> = Object.create(null);
   for (const [name, value] of Object.entries(event.headers ?? {})) {
     if (value !== undefined) headers[name.toLowerCase()] = value;
   }

@@ -181,7 +181,8 @@ class OrtModel implements OrtLoadedModel {
   ): Promise<Record<string, Tensor>> {
     if (this.#released !== undefined) throw new Error('the session was released');
     const fetches = outputs ?? this.#outputNames;
-    const ortFeeds: Record<string, ort.Tensor> = {};
+    // Null prototypes: a tensor named like an Object.prototype member must stay a plain entry.
+    const ortFeeds: Record<string, ort.Tensor> = Object.create(null);
     let results: ort.InferenceSession.ReturnType;
     try {
       for (const [name, tensor] of Object.entries(feeds)) ortFeeds[name] = toOrtTensor(tensor);
@@ -192,7 +193,7 @@ class OrtModel implements OrtLoadedModel {
     } finally {
       for (const tensor of Object.values(ortFeeds)) tensor.dispose();
     }
-    const converted: Record<string, Tensor> = {};
+    const converted: Record<string, Tensor> = Object.create(null);
     for (const name of fetches) {
       const value = results[name];
       if (value === undefined) continue;

@@ -61,7 +61,7 @@ export function packTensors(tensors: Readonly<Record<string, Tensor>>): {
   tensors: Record<string, Tensor>;
   transfer: ArrayBuffer[];
 } {
-  const packed: Record<string, Tensor> = {};
+  const packed: Record<string, Tensor> = Object.create(null);
   const transfer = new Set<ArrayBuffer>();
   for (const [name, tensor] of Object.entries(tensors)) {
     let data = tensor.data;

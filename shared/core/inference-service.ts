@@ -167,9 +167,10 @@ export class InferenceService {
     signal: AbortSignal | undefined,
   ): Promise<InferOutput[]> {
     const feeds = validateInputs(inputs, model.signature, resolved.config.maxBatchSize, this.#limits);
-    if (requested !== undefined) validateOutputs(requested, model.signature);
+    // An empty list means every output, as an absent one does (OIP); onnxruntime refuses empty fetches.
+    const fetches = validateOutputs(requested, model.signature);
     const started = this.#clock();
-    const results = await this.#runner(model, resolved, feeds, requested, signal);
+    const results = await this.#runner(model, resolved, feeds, fetches, signal);
     this.#telemetry.emit({
       type: 'inference',
       model: resolved.config.name,
@@ -177,7 +178,7 @@ export class InferenceService {
       ms: this.#clock() - started,
       batch: batchOf(feeds),
     });
-    const names = requested ?? model.signature.outputs.map((o) => o.name);
+    const names = fetches ?? model.signature.outputs.map((o) => o.name);
     return names.flatMap((name) => {
       const tensor = results[name];
       return tensor === undefined

@@ -117,7 +117,7 @@ function readModelConfig(model: string, raw: unknown, problems: string[]): Model
   const versions = readVersions(raw.versions, problems);
   let defaultVersion: string | undefined;
   if (raw.defaultVersion !== undefined) {
-    if (typeof raw.defaultVersion !== 'string' || !(raw.defaultVersion in versions)) {
+    if (typeof raw.defaultVersion !== 'string' || !Object.hasOwn(versions, raw.defaultVersion)) {
       problems.push(`'defaultVersion' must name one of the versions`);
     } else {
       defaultVersion = raw.defaultVersion;
@@ -301,7 +301,7 @@ function readBool(raw: Json, key: string, fallback: boolean, problems: string[],
 
 /** The version a request gets: the one asked for, else the default, else the highest. */
 export function resolveVersion(config: ModelConfig, requested: string | undefined): string | undefined {
-  if (requested !== undefined) return requested in config.versions ? requested : undefined;
+  if (requested !== undefined) return Object.hasOwn(config.versions, requested) ? requested : undefined;
   if (config.defaultVersion !== undefined) return config.defaultVersion;
   return Object.keys(config.versions).sort(compareVersions).at(-1);
 }

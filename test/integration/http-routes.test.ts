@@ -109,6 +109,16 @@ describe('HTTP server', () => {
     expectClose([a + b, c + d], [1, 1], { atol: 1e-4 });
   });
 
+  it('answers every output for an empty outputs list, as for an absent one (OIP)', async () => {
+    const inputs = [{ name: 'x', datatype: 'FP32', shape: [1, 10], data: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] }];
+    const all = await post('/v2/models/linear/infer', { inputs });
+    const empty = await post('/v2/models/linear/infer', { inputs, outputs: [] });
+    expect(empty.status).toBe(200);
+    const body = (await empty.json()) as { outputs: { name: string; data: number[] }[] };
+    expect(body.outputs).toEqual(((await all.json()) as { outputs: unknown[] }).outputs);
+    expect(body.outputs.map((o) => o.name)).toEqual(['y']);
+  });
+
   it('gives identical results for binary and JSON payloads', async () => {
     const rows = [Array.from({ length: 10 }, (_, i) => i / 7), Array.from({ length: 10 }, (_, i) => -i)];
     const data = Float32Array.from(rows.flat());

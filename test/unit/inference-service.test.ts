@@ -31,6 +31,25 @@ describe('InferenceService', () => {
       expect(engine.loaded).toHaveLength(1);
     });
 
+    it('runs every output for an empty outputs list, as for an absent one', async () => {
+      const { engine, service } = setup();
+      const fetched: (readonly string[] | undefined)[] = [];
+      await service.load('m');
+      const model = engine.loaded[0] as LoadedModel;
+      const run = model.run.bind(model);
+      model.run = (feeds, outputs) => {
+        fetched.push(outputs);
+        return run(feeds, outputs);
+      };
+      const answer = await service.infer('m', undefined, {
+        inputs: [x],
+        outputs: [],
+        binaryOutputDefault: false,
+      });
+      expect(fetched).toEqual([undefined]);
+      expect(answer.outputs.map((o) => o.name)).toEqual(['y']);
+    });
+
     it('loads afresh after a run reports its session broken (a load error), and releases the broken one', async () => {
       const { engine, service } = setup();
       await service.infer('m', undefined, { inputs: [x], binaryOutputDefault: false });

@@ -1,4 +1,5 @@
 import { ModelConfigError, ModelLoadError, ModelNotFoundError } from '../../shared/core/errors';
+import { parseModelConfig, resolveVersion } from '../../shared/core/model-config';
 import { ModelRegistry } from '../../shared/core/model-registry';
 import { FakeStore, sha256 } from '../support/fakes';
 
@@ -61,6 +62,18 @@ describe('ModelRegistry', () => {
       await expect(attempt).rejects.toBeInstanceOf(ModelNotFoundError);
       await expect(registry.resolve(model, version)).rejects.toThrow(message);
     });
+
+    it.each(['constructor', 'toString', '__proto__'])(
+      "refuses '%s' as defaultVersion and as a version: Object.prototype is no version",
+      async (name) => {
+        const { store, registry } = setup();
+        const version = { sha256: 'a'.repeat(64), size: 1 };
+        store.configs.set('m', JSON.stringify({ defaultVersion: name, versions: { '1': version } }));
+        await expect(registry.resolve('m')).rejects.toThrow(/'defaultVersion' must name one of the versions/);
+        const config = parseModelConfig('m', JSON.stringify({ versions: { '1': version } }));
+        expect(resolveVersion(config, name)).toBeUndefined();
+      },
+    );
 
     it('reports a malformed config.json with every problem', async () => {
       const { store, registry } = setup();

@@ -25,11 +25,13 @@ const INT64_MAX = 2n ** 63n - 1n;
 const UINT64_MAX = 2n ** 64n - 1n;
 const DIGITS = /^-?[0-9]{1,20}$/;
 
-const NON_FINITE: Readonly<Record<string, number>> = {
-  NaN: Number.NaN,
-  Infinity: Number.POSITIVE_INFINITY,
-  '-Infinity': Number.NEGATIVE_INFINITY,
-};
+// A Map, not an object literal: a client's string must never reach Object.prototype ("constructor",
+// "__proto__", "toString" would otherwise be found there and decode as NaN).
+const NON_FINITE: ReadonlyMap<string, number> = new Map([
+  ['NaN', Number.NaN],
+  ['Infinity', Number.POSITIVE_INFINITY],
+  ['-Infinity', Number.NEGATIVE_INFINITY],
+]);
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -228,7 +230,7 @@ function readFloat(where: string, index: number, v: unknown): number {
     return v;
   }
   if (typeof v === 'string') {
-    const special = NON_FINITE[v];
+    const special = NON_FINITE.get(v);
     if (special !== undefined) return special;
   }
   throw bad(where, index, v, 'is not a finite number');

@@ -109,6 +109,24 @@ describe('decodeInferRequest', () => {
       expect(nested.inputs[0]?.data).toEqual(flat.inputs[0]?.data);
     });
 
+    it.each(['constructor', '__proto__', 'toString', 'valueOf', 'hasOwnProperty'])(
+      'refuses "%s" in FP32 data, flat or nested',
+      (name) => {
+        for (const data of [
+          [name, 2, 3, 4],
+          [
+            [name, 2],
+            [3, 4],
+          ],
+        ]) {
+          const run = () =>
+            decodeInferRequest(json({ inputs: [input('FP32', [2, 2], data)] }), undefined, LIMITS);
+          expect(run).toThrow(InvalidInputError);
+          expect(run).toThrow(`element 0 ("${name}") is not a finite number`);
+        }
+      },
+    );
+
     it('takes a scalar (shape []) as a one-element array', () => {
       const request = decodeInferRequest(json({ inputs: [input('INT64', [], [16000])] }), undefined, LIMITS);
       expect(request.inputs[0]?.data).toEqual(new BigInt64Array([16000n]));

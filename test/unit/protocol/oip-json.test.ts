@@ -99,6 +99,20 @@ describe('jsonToTensorData', () => {
   });
 });
 
+describe('jsonToTensorData and the names of Object.prototype', () => {
+  const PROTOTYPE_NAMES = ['constructor', '__proto__', 'toString', 'valueOf', 'hasOwnProperty'];
+  it.each(
+    PROTOTYPE_NAMES.flatMap((name) => (['FP16', 'FP32', 'FP64'] as const).map((t) => [name, t] as const)),
+  )(
+    'refuses the string "%s" for %s: only "NaN", "Infinity" and "-Infinity" mean non-finite values',
+    (name, t) => {
+      const run = () => jsonToTensorData(WHERE, t, [name, 2, 3]);
+      expect(run).toThrow(InvalidInputError);
+      expect(run).toThrow(`input 'x': element 0 ("${name}") is not a finite number`);
+    },
+  );
+});
+
 describe('tensorDataToJson', () => {
   it.each<[Datatype, TensorData, string]>([
     ['BOOL', new Uint8Array([1, 0, 1]), '[true,false,true]'],

@@ -102,6 +102,15 @@ describe('decodePredictRequest', () => {
     expect(run).toThrow(message);
   });
 
+  it.each(['constructor', '__proto__', 'toString', 'valueOf', 'hasOwnProperty'])(
+    'refuses the string "%s" as a float (it is no documented non-finite value)',
+    (name) => {
+      const run = () => decodePredictRequest(body([[1, name, 3]]), ONE_INPUT);
+      expect(run).toThrow(InvalidInputError);
+      expect(run).toThrow(`input 'x': element 1 ("${name}") is not a finite number`);
+    },
+  );
+
   it('refuses a tensor over the element limit', () => {
     const run = () => decodePredictRequest(body([[1, 2, 3]]), ONE_INPUT, { maxTensorElements: 2 });
     expect(run).toThrow(PayloadTooLargeError);
