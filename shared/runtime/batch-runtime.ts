@@ -1,12 +1,16 @@
 /**
  * Composition root of the batch door: the serving runtime (registry, cache, engine, service) plus the
- * batch ports: S3 object I/O and the continuation (an asynchronous invocation of this same function).
+ * batch ports: S3 object I/O, the continuation (an asynchronous invocation of this same function) and,
+ * when a state machine is configured, the Step Functions starter for large uploads.
  */
 import type { S3Client } from '@aws-sdk/client-s3';
+import type { SFNClient } from '@aws-sdk/client-sfn';
 import { createLambdaClient, LambdaContinuation } from '../adapters/lambda-continuation';
 import { createS3Client } from '../adapters/s3-client';
 import { S3ObjectIo } from '../adapters/s3-object-io';
+import { createStepFunctionsClient, StepFunctionsStarter } from '../adapters/step-functions-starter';
 import { BatchJobRunner } from '../core/batch/batch-job';
+import { BatchTrigger, type ExecutionStarter } from '../core/batch/distributed-trigger';
 import type { BatchLog, BatchObjectStore, Continuation } from '../core/batch/ports';
 import type { ServingConfig } from '../core/config';
 import { createRuntime, type Runtime, type RuntimeParts } from './runtime';
@@ -15,6 +19,8 @@ import { createRuntime, type Runtime, type RuntimeParts } from './runtime';
 export interface BatchRuntime {
   readonly runtime: Runtime;
   readonly runner: BatchJobRunner;
+  /** The door's entry: large uploads to the state machine, everything else to {@link runner}. */
+  readonly trigger: BatchTrigger;
   readonly objects: BatchObjectStore;
 }
 
@@ -24,6 +30,8 @@ export interface BatchRuntimeParts extends RuntimeParts {
   readonly s3Client?: S3Client;
   readonly objects?: BatchObjectStore;
   readonly continuation?: Continuation;
+  /** The client that starts the state machine (`BATCH_STATE_MACHINE_ARN`); default one for the region. */
+  readonly stepFunctionsClient?: SFNClient;
   /** Epoch milliseconds, for tests that drive time. */
   readonly now?: () => number;
 }
@@ -54,7 +62,25 @@ export function createBatchRuntime(config: ServingConfig, parts: BatchRuntimePar
     log,
     ...(parts.now === undefined ? {} : { now: parts.now }),
   });
-  return { runtime, runner, objects };
+  const stateMachineArn = config.batch.stateMachineArn;
+  let starter: ExecutionStarter | undefined;
+  if (stateMachineArn !== undefined) {
+    const client = parts.stepFunctionsClient ?? createStepFunctionsClient(regionOf(stateMachineArn));
+    starter = new StepFunctionsStarter({ client, stateMachineArn });
+  }
+  const trigger = new BatchTrigger({
+    runner,
+    config: config.batch,
+    log,
+    ...(starter === undefined ? {} : { starter }),
+  });
+  return { runtime, runner, trigger, objects };
+}
+
+/** The state machine's own region (its ARN's fourth field), whatever region the function runs in. */
+function regionOf(arn: string): { region?: string } {
+  const region = arn.split(':')[3];
+  return region === undefined || region === '' ? {} : { region };
 }
 
 /** The batch data's S3 client: the model repository's endpoint and region when it is on S3. */

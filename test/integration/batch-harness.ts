@@ -14,7 +14,11 @@ import { S3ModelStore } from '../../shared/adapters/s3-model-store';
 import type { BatchResult } from '../../shared/core/batch/batch-job';
 import type { Continuation, ContinuationPayload } from '../../shared/core/batch/ports';
 import { parseConfig } from '../../shared/core/config';
-import { type BatchRuntime, createBatchRuntime } from '../../shared/runtime/batch-runtime';
+import {
+  type BatchRuntime,
+  type BatchRuntimeParts,
+  createBatchRuntime,
+} from '../../shared/runtime/batch-runtime';
 import { buildLinearModel, LINEAR_WEIGHTS } from '../../tools/onnx/model-builder';
 import { mulberry32 } from '../../tools/onnx/prng';
 import { lambdaContext } from '../support/api-gateway';
@@ -104,8 +108,15 @@ export interface BatchHarness {
   drain(context?: () => Context): Promise<BatchResult[]>;
 }
 
-/** A batch runtime on the server with `env` on top of the defaults of these tests. */
-export async function batchHarness(s3: S3Server, env: Record<string, string> = {}): Promise<BatchHarness> {
+/**
+ * A batch runtime on the server with `env` on top of the defaults of these tests, and `parts` (e.g. the
+ * client of a local Step Functions endpoint).
+ */
+export async function batchHarness(
+  s3: S3Server,
+  env: Record<string, string> = {},
+  parts: Pick<BatchRuntimeParts, 'stepFunctionsClient'> = {},
+): Promise<BatchHarness> {
   const work = await mkdtemp(join(tmpdir(), 'batch-'));
   const config = parseConfig(
     {
@@ -132,6 +143,7 @@ export async function batchHarness(s3: S3Server, env: Record<string, string> = {
     store: new S3ModelStore({ client: s3.client, bucket: s3.bucket, prefix: MODEL_PREFIX }),
     s3Client: s3.client,
     continuation,
+    ...parts,
   });
   const handler = createBatchHandler(batch);
   const invoke = async (event: unknown, context: Context = budgetContext(() => 900_000)) =>

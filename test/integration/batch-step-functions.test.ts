@@ -1,14 +1,20 @@
 /**
  * The Step Functions definition in functions/batch/state-machine.asl.json, run locally: a small
- * interpreter of the subset of the Amazon States Language it uses (Task on lambda:invoke, Choice, a
- * Distributed Map with an S3 JSON ItemReader and an ItemBatcher, Succeed) drives the real batch handler
- * against s3rver, child executions running at once. The union of the shards must equal a single run.
+ * interpreter of the subset of the Amazon States Language it uses (test/support/asl-interpreter.ts) drives
+ * the real batch handler against s3rver, child executions running at once. The union of the shards must
+ * equal a single run.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Context } from 'aws-lambda';
 import type { JobOutcome } from '../../shared/core/batch/batch-job';
 import type { Manifest } from '../../shared/core/batch/job-state';
+import {
+  definition,
+  execute,
+  FUNCTION_ARN,
+  type Json,
+  type Services,
+  type StateMachine,
+} from '../support/asl-interpreter';
 import { expectClose } from '../support/golden';
 import { type S3Server, startS3Server } from '../support/s3-server';
 import {
@@ -25,144 +31,6 @@ import {
   publishLinear,
   upload,
 } from './batch-harness';
-
-const FUNCTION_ARN = 'arn:aws:lambda:eu-west-1:123456789012:function:onnx-serverless-batch';
-const DEFINITION_FILE = join(__dirname, '../../functions/batch/state-machine.asl.json');
-
-type Json = Record<string, unknown>;
-
-interface StateMachine {
-  readonly StartAt: string;
-  readonly States: Readonly<Record<string, Json>>;
-}
-
-/** The definition as CloudFormation deploys it: DefinitionSubstitutions applied. */
-function definition(): StateMachine {
-  const text = readFileSync(DEFINITION_FILE, 'utf8');
-  const placeholder = ['$', '{BatchFunctionArn}'].join('');
-  return JSON.parse(text.replaceAll(placeholder, FUNCTION_ARN)) as StateMachine;
-}
-
-interface Services {
-  invoke(functionName: string, payload: unknown): Promise<unknown>;
-  getObject(bucket: string, key: string): Promise<string>;
-}
-
-/** `$` or `$.a.b`: the only JSONPath the definition may use (anything else fails the test). */
-function select(data: unknown, path: string): unknown {
-  if (path === '$') return data;
-  if (!/^\$(\.[A-Za-z_][A-Za-z0-9_]*)+$/.test(path)) throw new Error(`unsupported JSONPath '${path}'`);
-  return path
-    .slice(2)
-    .split('.')
-    .reduce<unknown>((value, key) => {
-      if (typeof value !== 'object' || value === null || !(key in value)) {
-        throw new Error(`States.Runtime: '${path}' is not in the state's input`);
-      }
-      return (value as Json)[key];
-    }, data);
-}
-
-/** Parameters / ResultSelector / BatchInput templates: keys ending in `.$` take a path's value. */
-function fill(template: unknown, data: unknown): unknown {
-  if (typeof template !== 'object' || template === null || Array.isArray(template)) return template;
-  const out: Json = {};
-  for (const [key, value] of Object.entries(template)) {
-    if (key.endsWith('.$')) out[key.slice(0, -2)] = select(data, value as string);
-    else out[key] = fill(value, data);
-  }
-  return out;
-}
-
-function place(input: unknown, resultPath: unknown, result: unknown): unknown {
-  if (resultPath === undefined || resultPath === '$') return result;
-  if (resultPath === null) return input;
-  const keys = (resultPath as string).slice(2).split('.');
-  const root = structuredClone(input) as Json;
-  let at = root;
-  for (const key of keys.slice(0, -1)) {
-    at[key] = typeof at[key] === 'object' && at[key] !== null ? at[key] : {};
-    at = at[key] as Json;
-  }
-  at[keys.at(-1) as string] = result;
-  return root;
-}
-
-function matches(choice: Json, data: unknown): boolean {
-  const value = select(data, choice.Variable as string);
-  if ('StringEquals' in choice) return value === choice.StringEquals;
-  if ('BooleanEquals' in choice) return value === choice.BooleanEquals;
-  throw new Error(`unsupported Choice rule ${JSON.stringify(choice)}`);
-}
-
-/** Runs a (sub-)state machine to its end; returns its output. */
-async function execute(
-  machine: StateMachine,
-  input: unknown,
-  services: Services,
-  trace: string[],
-): Promise<unknown> {
-  let name = machine.StartAt;
-  let data = input;
-  for (let step = 0; step < 10_000; step++) {
-    const state = machine.States[name];
-    if (state === undefined) throw new Error(`no state '${name}'`);
-    trace.push(name);
-    const effective = state.InputPath === undefined ? data : select(data, state.InputPath as string);
-    const output = (value: unknown) =>
-      state.OutputPath === undefined ? value : select(value, state.OutputPath as string);
-    switch (state.Type) {
-      case 'Task': {
-        expect(state.Resource).toBe('arn:aws:states:::lambda:invoke');
-        const parameters = fill(state.Parameters, effective) as { FunctionName: string; Payload: unknown };
-        let result: unknown = {
-          StatusCode: 200,
-          Payload: await services.invoke(parameters.FunctionName, parameters.Payload),
-        };
-        if (state.ResultSelector !== undefined) result = fill(state.ResultSelector, result);
-        data = output(place(data, state.ResultPath, result));
-        break;
-      }
-      case 'Choice': {
-        const choice = (state.Choices as Json[]).find((c) => matches(c, effective));
-        name = (choice?.Next ?? state.Default) as string;
-        continue;
-      }
-      case 'Map': {
-        const processor = state.ItemProcessor as StateMachine & { ProcessorConfig: Json };
-        expect(processor.ProcessorConfig).toMatchObject({ Mode: 'DISTRIBUTED' });
-        const reader = state.ItemReader as Json;
-        expect(reader).toMatchObject({
-          Resource: 'arn:aws:states:::s3:getObject',
-          ReaderConfig: { InputType: 'JSON' },
-        });
-        const location = fill(reader.Parameters, effective) as { Bucket: string; Key: string };
-        const items = JSON.parse(await services.getObject(location.Bucket, location.Key)) as unknown[];
-        const batcher = state.ItemBatcher as { MaxItemsPerBatch: number; BatchInput: unknown };
-        const batchInput = fill(batcher.BatchInput, effective);
-        const batches: unknown[][] = [];
-        for (let i = 0; i < items.length; i += batcher.MaxItemsPerBatch) {
-          batches.push(items.slice(i, i + batcher.MaxItemsPerBatch));
-        }
-        // Child executions run at once, as the Distributed Map runs them.
-        const results = await Promise.all(
-          batches.map((batch) =>
-            execute(processor, { Items: batch, BatchInput: batchInput }, services, trace),
-          ),
-        );
-        data = output(place(data, state.ResultPath, results));
-        break;
-      }
-      case 'Succeed':
-        return output(effective);
-      default:
-        throw new Error(`unsupported state type ${String(state.Type)}`);
-    }
-    if (state.End === true) return data;
-    name = state.Next as string;
-  }
-  throw new Error('the execution did not end');
-}
 
 let s3: S3Server;
 let events: EventLog;

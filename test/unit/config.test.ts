@@ -101,6 +101,8 @@ describe('parseConfig', () => {
       gzipOutput: false,
       shardBytes: 256 * MB,
       maxContinuations: 1000,
+      stateMachineArn: undefined,
+      distributedMinBytes: 2048 * MB,
     });
     const batch = parseConfig(
       {
@@ -111,10 +113,14 @@ describe('parseConfig', () => {
         ONNX_SERVE_BATCH_JOIN_INPUT: 'on',
         ONNX_SERVE_BATCH_GZIP_OUTPUT: 'true',
         ONNX_SERVE_BATCH_CSV_ID_COLUMN: 'customer',
+        ONNX_SERVE_BATCH_STATE_MACHINE_ARN: 'arn:aws:states:eu-west-1:123456789012:stateMachine:batch-1',
+        ONNX_SERVE_BATCH_DISTRIBUTED_MIN_MB: '512',
       },
       FACTS,
     ).batch;
     expect(batch).toMatchObject({
+      stateMachineArn: 'arn:aws:states:eu-west-1:123456789012:stateMachine:batch-1',
+      distributedMinBytes: 512 * MB,
       input: { bucket: 'my-data', prefix: 'jobs/in' },
       output: { bucket: 'my-results', prefix: 'results' },
       partRecords: 500,
@@ -129,6 +135,8 @@ describe('parseConfig', () => {
           ONNX_SERVE_BATCH_OUTPUT_PREFIX: 'data/out',
           ONNX_SERVE_BATCH_JOIN_INPUT: 'maybe',
           ONNX_SERVE_BATCH_PART_RECORDS: '0',
+          ONNX_SERVE_BATCH_STATE_MACHINE_ARN: 'arn:aws:lambda:eu-west-1:123456789012:function:batch',
+          ONNX_SERVE_BATCH_DISTRIBUTED_MIN_MB: '0',
         },
         FACTS,
       );
@@ -136,5 +144,9 @@ describe('parseConfig', () => {
     expect(attempt).toThrow(/BATCH_INPUT_PREFIX and ONNX_SERVE_BATCH_OUTPUT_PREFIX overlap/);
     expect(attempt).toThrow(/ONNX_SERVE_BATCH_JOIN_INPUT: 'maybe' must be on or off/);
     expect(attempt).toThrow(/ONNX_SERVE_BATCH_PART_RECORDS: '0' must be an integer from 1/);
+    expect(attempt).toThrow(
+      /ONNX_SERVE_BATCH_STATE_MACHINE_ARN: 'arn:aws:lambda:.*' is not a state machine ARN/,
+    );
+    expect(attempt).toThrow(/ONNX_SERVE_BATCH_DISTRIBUTED_MIN_MB: '0' must be an integer from 1/);
   });
 });

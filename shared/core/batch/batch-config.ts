@@ -32,6 +32,14 @@ export interface BatchConfig {
   readonly shardBytes: number;
   /** A job that needs more continuations than this fails (a guard against a runaway chain). */
   readonly maxContinuations: number;
+  /**
+   * The Step Functions state machine (functions/batch/state-machine.asl.json) that an S3 upload of at least
+   * {@link distributedMinBytes} starts instead of being scored in the function (`BATCH_STATE_MACHINE_ARN`);
+   * `undefined`: every upload is scored in the function.
+   */
+  readonly stateMachineArn: string | undefined;
+  /** Uploads of at least this many bytes go to the state machine (`BATCH_DISTRIBUTED_MIN_MB`, 2 GiB). */
+  readonly distributedMinBytes: number;
 }
 
 /** What the serving config's reader offers (`EnvReader` in config.ts). */
@@ -43,6 +51,8 @@ export interface ConfigReader {
 
 const MB = 1024 * 1024;
 const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+// arn:<partition>:states:<region>:<account>:stateMachine:<name>, the name as Step Functions allows it.
+const STATE_MACHINE_ARN = /^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$/;
 const TRUE = ['true', '1', 'yes', 'on'];
 const FALSE = ['false', '0', 'no', 'off'];
 
@@ -81,7 +91,20 @@ export function parseBatchConfig(read: ConfigReader, envPrefix: string): BatchCo
     gzipOutput: flag(read, envPrefix, 'BATCH_GZIP_OUTPUT'),
     shardBytes: read.int('BATCH_SHARD_BYTES', 256 * MB, 1024, 2 ** 50),
     maxContinuations: read.int('BATCH_MAX_CONTINUATIONS', 1000, 0, 1_000_000),
+    stateMachineArn: stateMachineArn(read, envPrefix),
+    distributedMinBytes: read.int('BATCH_DISTRIBUTED_MIN_MB', 2048, 1, 2 ** 30) * MB,
   };
+}
+
+function stateMachineArn(read: ConfigReader, envPrefix: string): string | undefined {
+  const value = read.string('BATCH_STATE_MACHINE_ARN', '');
+  if (value === '') return undefined;
+  if (!STATE_MACHINE_ARN.test(value)) {
+    read.problem(
+      `${envPrefix}BATCH_STATE_MACHINE_ARN: '${value}' is not a state machine ARN (arn:aws:states:<region>:<account>:stateMachine:<name>)`,
+    );
+  }
+  return value;
 }
 
 function location(

@@ -36,3 +36,12 @@ export class TooManyContinuationsError extends ServingError {
   override readonly code = 'too_many_continuations';
   override readonly status = 500;
 }
+
+/**
+ * A Step Functions execution of the batch state machine already has the name derived from an object
+ * version, with another input: the name no longer says which object it scores.
+ */
+export class ExecutionConflictError extends ServingError {
+  override readonly code = 'execution_conflict';
+  override readonly status = 409;
+}

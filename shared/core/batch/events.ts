@@ -98,6 +98,9 @@ function readS3Event(records: unknown[]): BatchEvent {
       ...(typeof object.versionId === 'string' && object.versionId !== ''
         ? { versionId: object.versionId }
         : {}),
+      ...(Number.isSafeInteger(object.size) && (object.size as number) >= 0
+        ? { size: object.size as number }
+        : {}),
     });
   }
   return { kind: 's3', objects, skipped };

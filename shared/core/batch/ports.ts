@@ -75,6 +75,8 @@ export interface ObjectVersionRef {
   readonly key: string;
   readonly etag?: string;
   readonly versionId?: string;
+  /** The object's size in bytes as the S3 event gave it (continuations do not carry it). */
+  readonly size?: number;
 }
 
 /** The payload of a continuation invocation: `{"onnxServerlessBatch": {...}}`. */

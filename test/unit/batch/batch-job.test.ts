@@ -30,6 +30,8 @@ const CONFIG: BatchConfig = {
   gzipOutput: false,
   shardBytes: 40,
   maxContinuations: 100,
+  stateMachineArn: undefined,
+  distributedMinBytes: 1 << 30,
 };
 const ENOUGH = { remainingMs: () => 900_000 };
 const NONE = { remainingMs: () => 0 };

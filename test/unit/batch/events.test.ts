@@ -41,7 +41,7 @@ describe('readBatchEvent', () => {
     });
     expect(event).toEqual({
       kind: 's3',
-      objects: [{ bucket: 'data', key: 'in/m/my file+1.jsonl', etag: 'abc', versionId: 'v7' }],
+      objects: [{ bucket: 'data', key: 'in/m/my file+1.jsonl', etag: 'abc', versionId: 'v7', size: 3 }],
       skipped: [{ eventName: 'ObjectRemoved:Delete', key: 'in/m/old.jsonl' }],
     });
   });
