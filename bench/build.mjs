@@ -23,3 +23,10 @@ await build({
   outdir: 'dist/bench/children',
   external: ['onnxruntime-node'],
 });
+const micro = readdirSync('bench/micro').filter((file) => file.endsWith('.ts'));
+await build({
+  ...COMMON,
+  entryPoints: micro.map((file) => `bench/micro/${file}`),
+  outdir: 'dist/bench/micro',
+  external: ['onnxruntime-node'],
+});

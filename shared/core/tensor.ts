@@ -81,6 +81,22 @@ export function isDatatype(value: unknown): value is Datatype {
   return typeof value === 'string' && (DATATYPES as readonly string[]).includes(value);
 }
 
+/**
+ * The most dims a request's tensor may have before the model is known (a model's own rank decides after).
+ * ONNX sets no limit; 32 is numpy's classic one, and a shape of 20,000 dims is a denial of service.
+ */
+export const MAX_RANK = 32;
+
+/**
+ * The element count `shape` would hold with its zero dims taken as 1: what the size caps check, so that
+ * `[0, 2 ** 40]` is refused as the huge tensor it describes, not passed on as an empty one.
+ */
+export function boundingCount(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d === 0 ? 1 : d;
+  return n;
+}
+
 /** The element count of a shape (1 for a scalar). */
 export function elementCount(shape: readonly number[]): number {
   let n = 1;

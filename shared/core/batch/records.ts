@@ -19,10 +19,10 @@
  */
 import { InvalidInputError, ServingError } from '../errors';
 import { printable } from '../names';
-import { flattenNested, nestedShape } from '../nested';
+import { nestedShape } from '../nested';
 import type { CodecLimits, InferInput } from '../protocol/infer-types';
-import { decodeInferRequest } from '../protocol/oip-codec';
-import { jsonToTensorData, parseJsonBytes } from '../protocol/oip-json';
+import { decodeJsonInputs } from '../protocol/oip-codec';
+import { jsonToTensorData, nestedJsonToTensorData, parseJsonBytes } from '../protocol/oip-json';
 import type { Datatype, ModelSignature, TensorData, TensorSpec } from '../tensor';
 import { validateInputs } from '../validate-inputs';
 import { parseCsvLine } from './csv';
@@ -147,7 +147,6 @@ function isObject(value: unknown): value is Json {
 }
 
 const utf8 = new TextDecoder('utf-8');
-const encoder = new TextEncoder();
 
 function jsonDecoder(options: RecordParserOptions, batched: boolean) {
   const { signature } = options;
@@ -208,10 +207,16 @@ function decodeNamed(payload: unknown, signature: ModelSignature, batched: boole
     if (spec === undefined) {
       throw new InvalidInputError(`the model has no ${where} (inputs: ${names.join(', ')})`);
     }
-    const full = nestedShape(value);
-    const flat = flattenNested(value, full, where);
+    const rank = spec.shape.length;
+    const full = nestedShape(value, rank);
+    if (full.length > rank) {
+      throw new InvalidInputError(
+        `${where}: data is nested deeper than the model's rank ${rank} (shape [${spec.shape.join(',')}])`,
+      );
+    }
+    const data = nestedJsonToTensorData(where, spec.datatype, value, full);
     const shape = batched ? exampleShape(spec, full, where) : full;
-    return { name, datatype: spec.datatype, shape, data: jsonToTensorData(where, spec.datatype, flat) };
+    return { name, datatype: spec.datatype, shape, data };
   });
 }
 
@@ -222,7 +227,7 @@ function decodeOipInputs(
   batched: boolean,
   signature: ModelSignature,
 ): InferInput[] {
-  const decoded = decodeInferRequest(encoder.encode(JSON.stringify({ inputs })), undefined, limits).inputs;
+  const decoded = decodeJsonInputs(inputs, limits);
   if (!batched) return decoded;
   return decoded.map((input) => {
     const where = `input '${printable(input.name)}'`;

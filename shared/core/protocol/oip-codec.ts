@@ -7,8 +7,16 @@
  */
 import { InvalidInputError, PayloadTooLargeError } from '../errors';
 import { printable } from '../names';
-import { flattenNested, nestedShape } from '../nested';
-import { DATATYPES, type Datatype, elementCount, isDatatype, type TensorData } from '../tensor';
+import { nestedShape } from '../nested';
+import {
+  boundingCount,
+  DATATYPES,
+  type Datatype,
+  elementCount,
+  isDatatype,
+  MAX_RANK,
+  type TensorData,
+} from '../tensor';
 import type {
   CodecLimits,
   EncodedMessage,
@@ -20,7 +28,13 @@ import type {
 } from './infer-types';
 import { INFERENCE_HEADER_CONTENT_LENGTH } from './infer-types';
 import { concatBytes, readBinaryTensor, writeBinaryTensor } from './oip-binary';
-import { describeJsonValue, jsonToTensorData, parseJsonBytes, tensorDataToJson } from './oip-json';
+import {
+  describeJsonValue,
+  jsonToTensorData,
+  nestedJsonToTensorData,
+  parseJsonBytes,
+  tensorDataToJson,
+} from './oip-json';
 
 type Json = Record<string, unknown>;
 type Role = 'input' | 'output';
@@ -75,6 +89,14 @@ export function decodeInferRequest(
     ...(outputs === undefined ? {} : { outputs }),
     binaryOutputDefault: binaryOutputDefault ?? false,
   };
+}
+
+/**
+ * Decodes a list of OIP input tensors that is already parsed JSON (e.g. the `inputs` of a batch record),
+ * by the rules of {@link decodeInferRequest}; binary data is not possible without a body.
+ */
+export function decodeJsonInputs(list: unknown, limits: CodecLimits): InferInput[] {
+  return decodeTensors(list, 'input', new Uint8Array(0), 0, false, limits);
 }
 
 /**
@@ -244,7 +266,7 @@ function decodeTensors(
   const tensors = headers.map((t): InferInput => {
     let data: TensorData;
     if (t.binarySize === undefined) {
-      data = jsonToTensorData(t.where, t.datatype, flatJsonData(t));
+      data = jsonData(t);
     } else {
       if (t.binarySize > body.byteLength - offset) {
         throw new InvalidInputError(
@@ -293,6 +315,11 @@ function readTensorHeader(
       `${where}: 'shape' must be an array of dims, got ${describeJsonValue(raw.shape)}`,
     );
   }
+  if (raw.shape.length > MAX_RANK) {
+    throw new InvalidInputError(
+      `${where}: shape has ${raw.shape.length} dims, more than the ${MAX_RANK} a tensor may have`,
+    );
+  }
   const shape: number[] = [];
   for (let d = 0; d < raw.shape.length; d++) {
     const dim: unknown = raw.shape[d];
@@ -304,9 +331,12 @@ function readTensorHeader(
     shape.push(dim);
   }
   const count = elementCount(shape);
-  if (count > limits.maxTensorElements) {
+  const bound = boundingCount(shape);
+  if (bound > limits.maxTensorElements) {
+    const holds =
+      count === bound ? `holds ${count} elements` : `spans ${bound} elements (its empty dims aside)`;
     throw new PayloadTooLargeError(
-      `${where}: shape ${shapeText(shape)} holds ${count} elements, over the limit of ${limits.maxTensorElements}`,
+      `${where}: shape ${shapeText(shape)} ${holds}, over the limit of ${limits.maxTensorElements}`,
     );
   }
   const parameters = readParameters(raw.parameters, `${where}: 'parameters'`);
@@ -331,25 +361,26 @@ function readTensorHeader(
   return { where, name, datatype, shape, count, parameters, data: raw.data, binarySize };
 }
 
-/** JSON data as a flat list: as given when flat, else checked against the shape and flattened. */
-function flatJsonData(t: TensorHeader): readonly unknown[] {
+/** JSON data, flat row-major or nested exactly as the shape says, converted to the datatype's array. */
+function jsonData(t: TensorHeader): TensorData {
   const data = t.data;
   if (!Array.isArray(data)) throw new InvalidInputError(`${t.where}: 'data' must be an array`);
   if (data.length > 0 && Array.isArray(data[0])) {
-    const nested = nestedShape(data);
+    // Read no deeper than one level past the declared rank (at most MAX_RANK): enough to tell a mismatch.
+    const nested = nestedShape(data, t.shape.length);
     if (!sameShape(nested, t.shape)) {
       throw new InvalidInputError(
         `${t.where}: nested data has shape ${shapeText(nested)} but 'shape' is ${shapeText(t.shape)}`,
       );
     }
-    return flattenNested(data, t.shape, t.where);
+    return nestedJsonToTensorData(t.where, t.datatype, data, t.shape);
   }
   if (data.length !== t.count) {
     throw new InvalidInputError(
       `${t.where}: shape ${shapeText(t.shape)} holds ${t.count} elements but data has ${data.length}`,
     );
   }
-  return data;
+  return jsonToTensorData(t.where, t.datatype, data);
 }
 
 function readRequestedOutputs(raw: unknown): RequestedOutput[] {

@@ -9,7 +9,8 @@
 import { InvalidInputError } from '../errors';
 import { fromHalfArray, HALF_MAX, toHalfBits } from '../fp16';
 import { printable } from '../names';
-import type { Datatype, TensorData } from '../tensor';
+import { forEachRow } from '../nested';
+import { allocateData, type Datatype, elementCount, type TensorData } from '../tensor';
 
 const INTEGER_RANGE = {
   INT8: [-128, 127],
@@ -87,67 +88,101 @@ export function describeJsonValue(value: unknown): string {
  * jsonToTensorData("input 'x'", 'INT64', [1, '9007199254740993']); // BigInt64Array [1n, 9007199254740993n]
  */
 export function jsonToTensorData(where: string, datatype: Datatype, values: readonly unknown[]): TensorData {
+  const data = allocateData(datatype, values.length);
+  writeJsonValues(where, datatype, values, data, 0);
+  return data;
+}
+
+/**
+ * Converts JSON values nested exactly as `shape` says (`[[1, 2], [3, 4]]` for `[2, 2]`) to the typed array
+ * of `datatype`, by the rules of {@link jsonToTensorData}, row by row straight into the result: no flat
+ * copy of the values is made, so nested data costs about what flat data costs. Element indices in
+ * messages are row-major, as for flat data. Bound the rank of `shape` before calling (the walk recurses
+ * once per dim).
+ *
+ * @throws {@link InvalidInputError} for nesting that does not match `shape` (see {@link forEachRow}) and
+ *   for values the datatype does not take
+ */
+export function nestedJsonToTensorData(
+  where: string,
+  datatype: Datatype,
+  value: unknown,
+  shape: readonly number[],
+): TensorData {
+  const data = allocateData(datatype, elementCount(shape));
+  forEachRow(value, shape, where, (row, offset) => writeJsonValues(where, datatype, row, data, offset));
+  return data;
+}
+
+function writeJsonValues(
+  where: string,
+  datatype: Datatype,
+  values: readonly unknown[],
+  data: TensorData,
+  offset: number,
+): void {
   const n = values.length;
   switch (datatype) {
     case 'BOOL': {
-      const out = new Uint8Array(n);
+      const out = data as Uint8Array;
       for (let i = 0; i < n; i++) {
         const v = values[i];
-        if (v === true) out[i] = 1;
-        else if (v !== false) throw bad(where, i, v, 'is not true or false for BOOL');
+        if (v === true) out[offset + i] = 1;
+        else if (v !== false) throw bad(where, offset + i, v, 'is not true or false for BOOL');
       }
-      return out;
+      return;
     }
     case 'BYTES': {
-      const out: string[] = new Array(n);
+      const out = data as string[];
       for (let i = 0; i < n; i++) {
         const v = values[i];
-        if (typeof v !== 'string') throw bad(where, i, v, 'is not a string for BYTES');
-        out[i] = v;
+        if (typeof v !== 'string') throw bad(where, offset + i, v, 'is not a string for BYTES');
+        out[offset + i] = v;
       }
-      return out;
+      return;
     }
     case 'FP64': {
-      const out = new Float64Array(n);
-      for (let i = 0; i < n; i++) out[i] = readFloat(where, i, values[i]);
-      return out;
+      const out = data as Float64Array;
+      for (let i = 0; i < n; i++) out[offset + i] = readFloat(where, offset + i, values[i]);
+      return;
     }
     case 'FP32': {
-      const out = new Float32Array(n);
+      const out = data as Float32Array;
       for (let i = 0; i < n; i++) {
-        const v = readFloat(where, i, values[i]);
+        const v = readFloat(where, offset + i, values[i]);
         const f = Math.fround(v);
-        if (f - f !== 0 && v - v === 0) throw bad(where, i, v, 'overflows FP32 (max 3.4028234663852886e+38)');
-        out[i] = f;
+        if (f - f !== 0 && v - v === 0)
+          throw bad(where, offset + i, v, 'overflows FP32 (max 3.4028234663852886e+38)');
+        out[offset + i] = f;
       }
-      return out;
+      return;
     }
     case 'FP16': {
-      const out = new Uint16Array(n);
+      const out = data as Uint16Array;
       for (let i = 0; i < n; i++) {
-        const v = readFloat(where, i, values[i]);
+        const v = readFloat(where, offset + i, values[i]);
         const bits = toHalfBits(v);
         if ((bits & 0x7c00) === 0x7c00 && v - v === 0) {
-          throw bad(where, i, v, `overflows FP16 (max ${HALF_MAX})`);
+          throw bad(where, offset + i, v, `overflows FP16 (max ${HALF_MAX})`);
         }
-        out[i] = bits;
+        out[offset + i] = bits;
       }
-      return out;
+      return;
     }
     case 'INT64':
     case 'UINT64': {
-      const out = datatype === 'INT64' ? new BigInt64Array(n) : new BigUint64Array(n);
+      const out = data as BigInt64Array | BigUint64Array;
       const min = datatype === 'INT64' ? INT64_MIN : 0n;
       const max = datatype === 'INT64' ? INT64_MAX : UINT64_MAX;
       for (let i = 0; i < n; i++) {
         const v = values[i];
         let big: bigint;
         if (typeof v === 'number') {
-          checkInteger(where, i, v, datatype);
+          checkInteger(where, offset + i, v, datatype);
           if (!Number.isSafeInteger(v)) {
             throw bad(
               where,
-              i,
+              offset + i,
               v,
               'is beyond 2^53 and may have lost precision: send it as a string of digits',
             );
@@ -156,27 +191,27 @@ export function jsonToTensorData(where: string, datatype: Datatype, values: read
         } else if (typeof v === 'string' && DIGITS.test(v)) {
           big = BigInt(v);
         } else {
-          throw bad(where, i, v, `is not an integer for ${datatype}`);
+          throw bad(where, offset + i, v, `is not an integer for ${datatype}`);
         }
         if (big < min || big > max) {
-          throw bad(where, i, v, `is out of range for ${datatype} (${min} to ${max})`);
+          throw bad(where, offset + i, v, `is out of range for ${datatype} (${min} to ${max})`);
         }
-        out[i] = big;
+        out[offset + i] = big;
       }
-      return out;
+      return;
     }
     default: {
       const [min, max] = INTEGER_RANGE[datatype];
-      const out = allocateInteger(datatype, n);
+      const out = data as Exclude<TensorData, string[] | BigInt64Array | BigUint64Array>;
       for (let i = 0; i < n; i++) {
         const v = values[i];
-        checkInteger(where, i, v, datatype);
+        checkInteger(where, offset + i, v, datatype);
         if ((v as number) < min || (v as number) > max) {
-          throw bad(where, i, v, `is out of range for ${datatype} (${min} to ${max})`);
+          throw bad(where, offset + i, v, `is out of range for ${datatype} (${min} to ${max})`);
         }
-        out[i] = v as number;
+        out[offset + i] = v as number;
       }
-      return out;
+      return;
     }
   }
 }
@@ -239,23 +274,6 @@ function readFloat(where: string, index: number, v: unknown): number {
 function checkInteger(where: string, index: number, v: unknown, datatype: Datatype): void {
   if (typeof v !== 'number' || v - v !== 0) throw bad(where, index, v, 'is not a finite number');
   if (!Number.isInteger(v)) throw bad(where, index, v, `is not an integer for ${datatype}`);
-}
-
-function allocateInteger(datatype: keyof typeof INTEGER_RANGE, n: number) {
-  switch (datatype) {
-    case 'INT8':
-      return new Int8Array(n);
-    case 'UINT8':
-      return new Uint8Array(n);
-    case 'INT16':
-      return new Int16Array(n);
-    case 'UINT16':
-      return new Uint16Array(n);
-    case 'INT32':
-      return new Int32Array(n);
-    case 'UINT32':
-      return new Uint32Array(n);
-  }
 }
 
 function bad(where: string, index: number, value: unknown, rule: string): InvalidInputError {

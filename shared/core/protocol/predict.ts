@@ -14,11 +14,11 @@
  */
 import { InvalidInputError, PayloadTooLargeError } from '../errors';
 import { printable } from '../names';
-import { flattenNested, nestedShape } from '../nested';
-import { type Datatype, elementCount, type ModelSignature, type TensorData } from '../tensor';
+import { nestedShape } from '../nested';
+import { boundingCount, type Datatype, elementCount, type ModelSignature, type TensorData } from '../tensor';
 import type { CodecLimits, InferInput, InferOutput } from './infer-types';
 import { shapeText } from './oip-codec';
-import { jsonToTensorData, parseJsonBytes, tensorDataToJson } from './oip-json';
+import { nestedJsonToTensorData, parseJsonBytes, tensorDataToJson } from './oip-json';
 
 const utf8 = new TextEncoder();
 
@@ -70,12 +70,19 @@ export function decodePredictRequest(
         `the model has no input '${printable(name)}' (inputs: ${names.join(', ')})`,
       );
     }
-    const shape = nestedShape(value);
-    const count = elementCount(shape);
+    const rank = spec.shape.length;
+    // Bounded by the model's rank before anything walks the nesting recursively.
+    const shape = nestedShape(value, rank);
+    if (shape.length > rank) {
+      throw new InvalidInputError(
+        `${where}: data is nested deeper than the model's rank ${rank} (shape ${shapeText(spec.shape)})`,
+      );
+    }
+    const count = boundingCount(shape);
     total += count;
     if (limits !== undefined && count > limits.maxTensorElements) {
       throw new PayloadTooLargeError(
-        `${where}: shape ${shapeText(shape)} holds ${count} elements, over the limit of ${limits.maxTensorElements}`,
+        `${where}: shape ${shapeText(shape)} holds ${elementCount(shape)} elements, over the limit of ${limits.maxTensorElements}`,
       );
     }
     if (limits?.maxTotalElements !== undefined && total > limits.maxTotalElements) {
@@ -83,7 +90,7 @@ export function decodePredictRequest(
         `the inputs hold more than ${limits.maxTotalElements} elements together (the limit)`,
       );
     }
-    const data = jsonToTensorData(where, spec.datatype, flattenNested(value, shape, where));
+    const data = nestedJsonToTensorData(where, spec.datatype, value, shape);
     return { name, datatype: spec.datatype, shape, data };
   });
 }

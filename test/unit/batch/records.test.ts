@@ -149,6 +149,16 @@ describe('createRecordParser (JSON Lines)', () => {
     expect(parser()(line('  \r')).kind).toBe('blank');
   });
 
+  it('fails a record nested far deeper than the model rank, and one with deep OIP parameters, by name', () => {
+    const deep = `${'['.repeat(100_000)}1${']'.repeat(100_000)}`;
+    const nested = failure(parser({ maxLineBytes: 1 << 20 })(line(`{"x": ${deep}}`)));
+    expect(nested).toMatchObject({ code: 'invalid_input' });
+    expect(nested.message).toMatch(/^input 'x': data is nested deeper than the model's rank 2/);
+    const parameters = `${'{"a":'.repeat(100_000)}1${'}'.repeat(100_000)}`;
+    const oip = `{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3], "parameters": ${parameters}}]}`;
+    expect(record(parser({ maxLineBytes: 1 << 20 })(line(oip))).inputs[0]?.shape).toEqual([3]);
+  });
+
   it('refuses more elements than the tensor limit', () => {
     const result = failure(parser({ limits: { maxTensorElements: 2 } })(line('[1, 2, 3]')));
     expect(result.code).toBe('payload_too_large');

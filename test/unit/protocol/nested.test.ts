@@ -22,7 +22,15 @@ describe('nestedShape', () => {
       [2, 1, 1],
     ],
   ])('%j has shape %j', (value, shape) => {
-    expect(nestedShape(value)).toEqual(shape);
+    expect(nestedShape(value, 8)).toEqual(shape);
+  });
+});
+
+describe('nestedShape bounds', () => {
+  it('stops one level past the rank it is given, however deep the value is nested', () => {
+    const deep = JSON.parse(`${'['.repeat(100_000)}1${']'.repeat(100_000)}`);
+    expect(nestedShape(deep, 2)).toEqual([1, 1, 1]);
+    expect(nestedShape([[1, 2]], 2)).toEqual([1, 2]);
   });
 });
 

@@ -127,6 +127,25 @@ describe('decodeInferRequest', () => {
       },
     );
 
+    it('refuses a shape of 20,000 ones with matching nesting by its rank, before any recursive walk', () => {
+      const depth = 20_000;
+      const header = `{"inputs":[{"name":"x","datatype":"FP32","shape":[${Array(depth).fill(1).join(',')}],"data":`;
+      const body = utf8.encode(`${header}${'['.repeat(depth)}1${']'.repeat(depth)}}]}`);
+      const run = () => decodeInferRequest(body, undefined, LIMITS);
+      expect(run).toThrow(InvalidInputError);
+      expect(run).toThrow("input 'x': shape has 20000 dims, more than the 32 a tensor may have");
+    });
+
+    it('refuses data nested 100,000 deep for a small shape, naming both shapes', () => {
+      const depth = 100_000;
+      const body = utf8.encode(
+        `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,1],"data":${'['.repeat(depth)}1${']'.repeat(depth)}}]}`,
+      );
+      const run = () => decodeInferRequest(body, undefined, LIMITS);
+      expect(run).toThrow(InvalidInputError);
+      expect(run).toThrow("input 'x': nested data has shape [1,1,1] but 'shape' is [1,1]");
+    });
+
     it('takes a scalar (shape []) as a one-element array', () => {
       const request = decodeInferRequest(json({ inputs: [input('INT64', [], [16000])] }), undefined, LIMITS);
       expect(request.inputs[0]?.data).toEqual(new BigInt64Array([16000n]));

@@ -111,6 +111,15 @@ describe('decodePredictRequest', () => {
     },
   );
 
+  it('refuses a body nested 100,000 deep by the model rank, before any recursive walk', () => {
+    const deep = utf8.encode(`${'['.repeat(100_000)}1${']'.repeat(100_000)}`);
+    const run = () => decodePredictRequest(deep, ONE_INPUT);
+    expect(run).toThrow(InvalidInputError);
+    expect(run).toThrow("input 'x': data is nested deeper than the model's rank 2 (shape [-1,3])");
+    const named = utf8.encode(`{"ids": ${'['.repeat(50_000)}1${']'.repeat(50_000)}, "mask": [[true]]}`);
+    expect(() => decodePredictRequest(named, TWO_INPUTS)).toThrow(/input 'ids': data is nested deeper/);
+  });
+
   it('refuses a tensor over the element limit', () => {
     const run = () => decodePredictRequest(body([[1, 2, 3]]), ONE_INPUT, { maxTensorElements: 2 });
     expect(run).toThrow(PayloadTooLargeError);
