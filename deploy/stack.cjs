@@ -2,20 +2,26 @@
 /**
  * Generates the parts of serverless.yml that depend on the deploy-time model list (deploy/models.yml):
  * one infer function per model with its HTTP API routes, the optional multi-model infer function, the
- * optional batch function with its S3 trigger, one least-privilege IAM role per function, the bucket,
+ * optional batch function with its S3 trigger and the Step Functions state machine that scores large
+ * inputs on it, one least-privilege IAM role per function and one for the state machine, the bucket,
  * and the JWT authoriser when one is chosen.
  *
  * serverless.yml reads it as `${file(./deploy/stack.cjs):functions}` (and `:resources`,
  * `:httpApiAuthorizers`): the framework calls the exported function, which reads `custom.deploy` and
  * hands it to the pure {@link buildStack}. The tests call {@link buildStack} with plain objects.
  */
-const { existsSync } = require('node:fs');
+const { existsSync, readFileSync } = require('node:fs');
 const { join } = require('node:path');
 
 const ROOT = join(__dirname, '..');
 const INFER_HANDLER = 'functions/infer/handler.handler';
 const BATCH_HANDLER = 'functions/batch/handler.handler';
 const BATCH_SOURCE = 'functions/batch/handler.ts';
+const STATE_MACHINE_SOURCE = 'functions/batch/state-machine.asl.json';
+const STATE_MACHINE = 'BatchStateMachine';
+const STATE_MACHINE_ROLE = 'BatchStateMachineRole';
+// The framework's logical id of the function `batch` (its naming.getLambdaLogicalId).
+const BATCH_FUNCTION = 'BatchLambdaFunction';
 const LAYER_REF = { Ref: 'OnnxruntimeLambdaLayer' };
 const BATCH_FAILURE_QUEUE = 'BatchFailureQueue';
 const BATCH_NODE_OPTIONS = '--enable-source-maps --max-semi-space-size=2';
@@ -117,6 +123,74 @@ function listStatement(bucket, prefixes) {
     Action: ['s3:ListBucket'],
     Resource: s3Arn(bucket),
     Condition: { StringLike: { 's3:prefix': prefixes.map((prefix) => `${prefix}/*`) } },
+  };
+}
+
+/** The batch state machine's ARN, named like the batch function (`<service>-<stage>-batch`). */
+function stateMachineArn(name) {
+  return sub(`arn:\${AWS::Partition}:states:\${AWS::Region}:\${AWS::AccountId}:stateMachine:${name}`);
+}
+
+/** Executions of the batch state machine: `:*` its own, `/*` the Distributed Map's child executions. */
+function executionArn(name, suffix) {
+  return sub(`arn:\${AWS::Partition}:states:\${AWS::Region}:\${AWS::AccountId}:execution:${name}${suffix}`);
+}
+
+/** The Amazon States Language definition, `${BatchFunctionArn}` left to `DefinitionSubstitutions`. */
+function readDefinition() {
+  return JSON.stringify(JSON.parse(readFileSync(join(ROOT, STATE_MACHINE_SOURCE), 'utf8')));
+}
+
+/**
+ * The state machine's own role: invoke the batch function (plan, shards, commit) and nothing else, read
+ * the shard list the plan wrote (the Distributed Map's ItemReader), and run its Distributed Map (start
+ * child executions of itself, describe and stop them). The function, not the state machine, reads the
+ * input and writes the outputs.
+ */
+function stateMachineRole(name, bucket, output) {
+  return {
+    Type: 'AWS::IAM::Role',
+    Properties: {
+      AssumeRolePolicyDocument: {
+        Version: '2012-10-17',
+        Statement: [
+          {
+            Effect: 'Allow',
+            Principal: { Service: 'states.amazonaws.com' },
+            Action: 'sts:AssumeRole',
+            // The confused-deputy guard: only Step Functions acting for this account assumes it.
+            Condition: { StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } } },
+          },
+        ],
+      },
+      Policies: [
+        {
+          PolicyName: `${name}-state-machine-least-privilege`,
+          PolicyDocument: {
+            Version: '2012-10-17',
+            Statement: [
+              {
+                Effect: 'Allow',
+                Action: ['lambda:InvokeFunction'],
+                Resource: { 'Fn::GetAtt': [BATCH_FUNCTION, 'Arn'] },
+              },
+              // <output>/<model>/<name>.parts/<etag>/shards.json (shared/core/batch/job-state.ts, planKeys).
+              {
+                Effect: 'Allow',
+                Action: ['s3:GetObject'],
+                Resource: s3Arn(bucket, `${output}/*.parts/*/shards.json`),
+              },
+              { Effect: 'Allow', Action: ['states:StartExecution'], Resource: stateMachineArn(name) },
+              {
+                Effect: 'Allow',
+                Action: ['states:DescribeExecution', 'states:StopExecution'],
+                Resource: executionArn(name, '/*'),
+              },
+            ],
+          },
+        },
+      ],
+    },
   };
 }
 
@@ -392,6 +466,8 @@ function buildStack(settings, options = {}) {
         const body = functionBody(size, functionName, roleId, {
           ONNX_SERVE_BATCH_INPUT_PREFIX: `s3://${bucket}/${input}`,
           ONNX_SERVE_BATCH_OUTPUT_PREFIX: `s3://${bucket}/${output}`,
+          // Built from the name, not a reference: the state machine refers to this function already.
+          ONNX_SERVE_BATCH_STATE_MACHINE_ARN: stateMachineArn(functionName),
         });
         delete body.image;
         return {
@@ -444,8 +520,30 @@ function buildStack(settings, options = {}) {
             `arn:\${AWS::Partition}:lambda:\${AWS::Region}:\${AWS::AccountId}:function:${functionName}`,
           ),
         },
+        // Large uploads start the state machine, under a name derived from the object version; a
+        // re-delivered event reads the execution of that name back (docs/batch.md).
+        { Effect: 'Allow', Action: ['states:StartExecution'], Resource: stateMachineArn(functionName) },
+        {
+          Effect: 'Allow',
+          Action: ['states:DescribeExecution'],
+          Resource: executionArn(functionName, ':*'),
+        },
       ],
     );
+    const functionName = prefixOf('batch');
+    resources[STATE_MACHINE_ROLE] = stateMachineRole(functionName, bucket, output);
+    resources[STATE_MACHINE] = {
+      Type: 'AWS::StepFunctions::StateMachine',
+      Properties: {
+        StateMachineName: functionName,
+        StateMachineType: 'STANDARD',
+        RoleArn: { 'Fn::GetAtt': [STATE_MACHINE_ROLE, 'Arn'] },
+        // A string, not an object: the framework drops null values from resources, and `"ResultPath":
+        // null` (discard the map's results) would become "replace the state with them".
+        DefinitionString: readDefinition(),
+        DefinitionSubstitutions: { BatchFunctionArn: { 'Fn::GetAtt': [BATCH_FUNCTION, 'Arn'] } },
+      },
+    };
   }
 
   const outputs = {};
@@ -461,6 +559,10 @@ function buildStack(settings, options = {}) {
     outputs.BatchInput = {
       Description: 'Upload batch inputs here',
       Value: `s3://${bucket}/${batchInput}/<model>/`,
+    };
+    outputs.BatchStateMachineArn = {
+      Description: 'Scores uploads of ONNX_SERVE_BATCH_DISTRIBUTED_MIN_MB and more (Distributed Map)',
+      Value: { Ref: STATE_MACHINE },
     };
   }
 

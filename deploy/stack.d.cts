@@ -70,7 +70,8 @@ export interface FunctionDefinition {
   readonly maximumRetryAttempts?: number;
   readonly maximumEventAge?: number;
   readonly destinations?: { readonly onFailure?: { readonly type: string; readonly arn: unknown } };
-  readonly environment: Readonly<Record<string, string>>;
+  /** Strings, and `{"Fn::Sub": ...}` for values CloudFormation resolves (the state machine's ARN). */
+  readonly environment: Readonly<Record<string, string | { readonly 'Fn::Sub': string }>>;
   readonly events: readonly (HttpApiEvent | S3Event)[];
 }
 

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,8 +11,14 @@ import {
   type StackSettings,
 } from '../../deploy/stack.cjs';
 import { buildLayer } from '../../layers/onnxruntime/build.cjs';
+import { planKeys } from '../../shared/core/batch/job-state';
+import { outputNames } from '../../shared/core/batch/object-names';
 
 const LAMBDA_UNZIPPED_LIMIT = 262_144_000;
+const DEFINITION_FILE = join(__dirname, '..', '..', 'functions', 'batch', 'state-machine.asl.json');
+const STATE_MACHINE_ARN = {
+  'Fn::Sub': `arn:\${AWS::Partition}:states:\${AWS::Region}:\${AWS::AccountId}:stateMachine:onnx-serverless-prod-batch`,
+};
 
 function settings(models: ModelsFile, overrides: Partial<StackSettings> = {}): StackSettings {
   return {
@@ -194,7 +201,60 @@ describe('buildStack', () => {
           `arn:\${AWS::Partition}:lambda:\${AWS::Region}:\${AWS::AccountId}:function:onnx-serverless-prod-batch`,
         ),
       },
+      { Effect: 'Allow', Action: ['states:StartExecution'], Resource: STATE_MACHINE_ARN },
+      {
+        Effect: 'Allow',
+        Action: ['states:DescribeExecution'],
+        Resource: sub(
+          `arn:\${AWS::Partition}:states:\${AWS::Region}:\${AWS::AccountId}:execution:onnx-serverless-prod-batch:*`,
+        ),
+      },
     ]);
+  });
+
+  it('creates the batch state machine on the batch function, with a role of its own, started by the function', () => {
+    const stack = buildStack(settings({ ...ONE_MODEL, batch: { enabled: true } }, { stage: 'prod' }), {
+      batchSourceExists: true,
+    });
+    const resources = stack.resources.Resources;
+    expect(resources.BatchStateMachine?.Type).toBe('AWS::StepFunctions::StateMachine');
+    expect(resources.BatchStateMachine?.Properties).toMatchObject({
+      StateMachineName: 'onnx-serverless-prod-batch',
+      StateMachineType: 'STANDARD',
+      RoleArn: { 'Fn::GetAtt': ['BatchStateMachineRole', 'Arn'] },
+      DefinitionSubstitutions: { BatchFunctionArn: { 'Fn::GetAtt': ['BatchLambdaFunction', 'Arn'] } },
+    });
+    expect(JSON.parse(String(resources.BatchStateMachine?.Properties.DefinitionString))).toEqual(
+      JSON.parse(readFileSync(DEFINITION_FILE, 'utf8')),
+    );
+    expect(stack.functions.batch?.environment.ONNX_SERVE_BATCH_STATE_MACHINE_ARN).toEqual(STATE_MACHINE_ARN);
+    const policies = resources.BatchStateMachineRole?.Properties.Policies as {
+      PolicyDocument: { Statement: { Action: string[]; Resource: unknown }[] };
+    }[];
+    const statements = policies.flatMap((p) => p.PolicyDocument.Statement);
+    expect(statements.map((s) => s.Action)).toEqual([
+      ['lambda:InvokeFunction'],
+      ['s3:GetObject'],
+      ['states:StartExecution'],
+      ['states:DescribeExecution', 'states:StopExecution'],
+    ]);
+    expect(statements[0]?.Resource).toEqual({ 'Fn::GetAtt': ['BatchLambdaFunction', 'Arn'] });
+    expect(statements[2]?.Resource).toEqual(STATE_MACHINE_ARN);
+    // The one object the state machine reads is the shard list the plan writes: the grant must cover the
+    // key the batch job names it with, and nothing of the input.
+    const resource = statements[1]?.Resource as { 'Fn::Sub': string } | undefined;
+    const glob = (resource?.['Fn::Sub'] ?? '').replace(`arn:\${AWS::Partition}:s3:::my-models/`, '');
+    const names = outputNames('batch/out', 'linear', 'a/day 1', '9b2cf535f27731c974343645a3985328', false);
+    const matches = (key: string) =>
+      new RegExp(
+        `^${glob
+          .split('*')
+          .map((part) => part.replace(/[.?+^$()[\]{}|\\]/g, '\\$&'))
+          .join('.*')}$`,
+      ).test(key);
+    expect(matches(planKeys(names.work).items)).toBe(true);
+    expect(matches(planKeys(names.work).plan)).toBe(false);
+    expect(matches('batch/in/linear/a/shards.json')).toBe(false);
   });
 
   it('attaches the batch trigger to an existing bucket, and creates none, when createBucket is false', () => {

@@ -54,10 +54,32 @@ const lambdaHandler = handlerSpec.slice(dot + 1);
 })().catch((error) => { console.error(error); process.exitCode = 1; });
 `;
 
-/** The packaged environment of a function. */
+/** The pseudo parameters CloudFormation would substitute, for this test account and region. */
+const PSEUDO: Readonly<Record<string, string>> = {
+  'AWS::Partition': 'aws',
+  'AWS::Region': 'us-east-1',
+  'AWS::AccountId': '123456789012',
+};
+
+/**
+ * The packaged environment of a function, as Lambda would see it: `{"Fn::Sub": ...}` values (the state
+ * machine's ARN) resolved with {@link PSEUDO}; any other non-string value fails.
+ */
 export function environmentOf(fn: CfResource): Record<string, string> {
-  const environment = fn.Properties?.Environment as { Variables?: Record<string, string> } | undefined;
-  return { ...environment?.Variables };
+  const environment = fn.Properties?.Environment as { Variables?: Record<string, unknown> } | undefined;
+  const resolved: Record<string, string> = {};
+  for (const [key, value] of Object.entries(environment?.Variables ?? {})) {
+    const template = (value as { 'Fn::Sub'?: unknown } | null)?.['Fn::Sub'];
+    if (typeof value === 'string') resolved[key] = value;
+    else if (typeof template === 'string') {
+      resolved[key] = template.replace(/\$\{([^}]+)\}/g, (_, name: string) => {
+        const known = PSEUDO[name];
+        if (known === undefined) throw new Error(`${key}: no value for \${${name}}`);
+        return known;
+      });
+    } else throw new Error(`${key}: ${JSON.stringify(value)} is not a string or an Fn::Sub`);
+  }
+  return resolved;
 }
 
 /** The function the framework named `<service>-<stage>-<key>`. */

@@ -1,15 +1,19 @@
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import aslValidator from 'asl-validator';
 import {
   type CfResource,
   type CfTemplate,
   type PackagedService,
   packagedService,
+  ROOT,
   resourcesOfType,
   STAGE,
 } from './packaged-service';
 import { listZip, readEntry, type ZipEntry } from './zip-reader';
 
 const SERVICE = 'onnx-serverless';
+const DEFINITION_FILE = join(ROOT, 'functions', 'batch', 'state-machine.asl.json');
 /** Lambda's limit on a function's code and layers, unzipped. */
 const LAMBDA_UNZIPPED_LIMIT = 262_144_000;
 /** What this project allows itself: a regression (an untrimmed layer, a bundled binary) fails long before. */
@@ -96,6 +100,13 @@ const logs = (fn: string) => ({
     `arn:\${AWS::Partition}:logs:\${AWS::Region}:\${AWS::AccountId}:log-group:/aws/lambda/${SERVICE}-${STAGE}-${fn}:*`,
   ),
 });
+const stateMachineArn = arn(
+  `arn:\${AWS::Partition}:states:\${AWS::Region}:\${AWS::AccountId}:stateMachine:${SERVICE}-${STAGE}-batch`,
+);
+const executions = (suffix: string) =>
+  arn(
+    `arn:\${AWS::Partition}:states:\${AWS::Region}:\${AWS::AccountId}:execution:${SERVICE}-${STAGE}-batch${suffix}`,
+  );
 const readPrefix = (prefix: string) => [
   { Effect: 'Allow', Action: ['s3:GetObject'], Resource: s3(`${prefix}/*`) },
   {
@@ -179,6 +190,37 @@ describe('serverless package', () => {
       });
     });
 
+    it('has the batch state machine, from its definition, on the batch function, started by it', async () => {
+      const machine = template.Resources.BatchStateMachine;
+      expect(machine?.Type).toBe('AWS::StepFunctions::StateMachine');
+      expect(machine?.Properties).toMatchObject({
+        StateMachineName: `${SERVICE}-${STAGE}-batch`,
+        StateMachineType: 'STANDARD',
+        DefinitionSubstitutions: { BatchFunctionArn: { 'Fn::GetAtt': ['BatchLambdaFunction', 'Arn'] } },
+      });
+      const source = JSON.parse(await readFile(DEFINITION_FILE, 'utf8'));
+      const text = String(machine?.Properties?.DefinitionString);
+      // Every value kept, nulls included (ResultPath: null discards the map's results).
+      expect(JSON.parse(text)).toEqual(source);
+      // What CloudFormation hands Step Functions: the substitution applied, then a maintained validator.
+      const deployed = JSON.parse(
+        text.replaceAll(
+          ['$', '{BatchFunctionArn}'].join(''),
+          `arn:aws:lambda:us-east-1:123456789012:function:${SERVICE}-${STAGE}-batch`,
+        ),
+      );
+      const { isValid, errorsText } = aslValidator(deployed);
+      expect(errorsText('\n')).toBe('');
+      expect(isValid).toBe(true);
+      // The function starts it by the ARN its name gives (a reference would be a circular dependency).
+      const environment = functionResource('batch').Properties?.Environment as
+        | { Variables?: Record<string, unknown> }
+        | undefined;
+      const env = environment?.Variables ?? {};
+      expect(env.ONNX_SERVE_BATCH_STATE_MACHINE_ARN).toEqual(stateMachineArn);
+      expect(template.Outputs?.BatchStateMachineArn?.Value).toEqual({ Ref: 'BatchStateMachine' });
+    });
+
     it('gives every function a role of its own', () => {
       const roles = resourcesOfType(template, 'AWS::Lambda::Function').map(([, fn]) => roleOf(fn).id);
       expect(new Set(roles).size).toBe(roles.length);
@@ -252,19 +294,59 @@ describe('serverless package', () => {
             `arn:\${AWS::Partition}:lambda:\${AWS::Region}:\${AWS::AccountId}:function:${SERVICE}-${STAGE}-batch`,
           ),
         },
+        { Effect: 'Allow', Action: ['states:StartExecution'], Resource: stateMachineArn },
+        { Effect: 'Allow', Action: ['states:DescribeExecution'], Resource: executions(':*') },
       ]);
     });
 
-    it('lets Lambda alone assume the roles', () => {
-      for (const [, role] of resourcesOfType(template, 'AWS::IAM::Role')) {
-        expect(role.Properties?.AssumeRolePolicyDocument).toEqual({
+    it('lets the state machine invoke the batch function, read shard lists and run its own map', () => {
+      const role = template.Resources.BatchStateMachineRole as CfResource;
+      expect(template.Resources.BatchStateMachine?.Properties?.RoleArn).toEqual({
+        'Fn::GetAtt': ['BatchStateMachineRole', 'Arn'],
+      });
+      expect(inlineStatements(role)).toEqual([
+        {
+          Effect: 'Allow',
+          Action: ['lambda:InvokeFunction'],
+          Resource: { 'Fn::GetAtt': ['BatchLambdaFunction', 'Arn'] },
+        },
+        { Effect: 'Allow', Action: ['s3:GetObject'], Resource: s3('batch/out/*.parts/*/shards.json') },
+        { Effect: 'Allow', Action: ['states:StartExecution'], Resource: stateMachineArn },
+        {
+          Effect: 'Allow',
+          Action: ['states:DescribeExecution', 'states:StopExecution'],
+          Resource: executions('/*'),
+        },
+      ]);
+      expect(role.Properties?.AssumeRolePolicyDocument).toEqual({
+        Version: '2012-10-17',
+        Statement: [
+          {
+            Effect: 'Allow',
+            Principal: { Service: 'states.amazonaws.com' },
+            Action: 'sts:AssumeRole',
+            Condition: { StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } } },
+          },
+        ],
+      });
+      expect(role.Properties?.ManagedPolicyArns).toBeUndefined();
+    });
+
+    it('lets Lambda alone assume the functions’ roles', () => {
+      for (const [, fn] of resourcesOfType(template, 'AWS::Lambda::Function')) {
+        const role = template.Resources[roleOf(fn).id];
+        expect(role?.Properties?.AssumeRolePolicyDocument).toEqual({
           Version: '2012-10-17',
           Statement: [
             { Effect: 'Allow', Principal: { Service: 'lambda.amazonaws.com' }, Action: 'sts:AssumeRole' },
           ],
         });
-        expect(role.Properties?.ManagedPolicyArns).toBeUndefined();
+        expect(role?.Properties?.ManagedPolicyArns).toBeUndefined();
       }
+      // The functions' roles and the state machine's: no other role in the stack.
+      expect(resourcesOfType(template, 'AWS::IAM::Role')).toHaveLength(
+        resourcesOfType(template, 'AWS::Lambda::Function').length + 1,
+      );
     });
 
     it('keeps the model bucket private, encrypted and retained with the stack removed', () => {

@@ -4,6 +4,8 @@
  * the real batch handler against s3rver, child executions running at once. The union of the shards must
  * equal a single run.
  */
+
+import aslValidator from 'asl-validator';
 import type { Context } from 'aws-lambda';
 import type { JobOutcome } from '../../shared/core/batch/batch-job';
 import type { Manifest } from '../../shared/core/batch/job-state';
@@ -71,6 +73,15 @@ async function runStateMachine(
 }
 
 describe('the batch state machine (Distributed Map over byte-range shards)', () => {
+  it('is valid Amazon States Language (asl-validator), its substitution applied', () => {
+    const { isValid, errorsText } = aslValidator(definition());
+    expect(errorsText('\n')).toBe('');
+    expect(isValid).toBe(true);
+    const broken = definition() as unknown as { States: Record<string, Json> };
+    delete broken.States.Commit?.End;
+    expect(aslValidator(broken).isValid).toBe(false);
+  });
+
   it('is a Distributed Map over the plan, whose every Lambda task is the batch function', () => {
     const machine = definition();
     const states = Object.entries(machine.States);
