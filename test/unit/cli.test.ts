@@ -188,6 +188,60 @@ describe('readOnnxInfo', () => {
     expect(info.constants).toMatchObject({ count: 1, bytes: 24, typedFieldBytes: 24 });
   });
 
+  it('counts the weights, Constant nodes and nodes inside If, Loop and Scan subgraphs', () => {
+    const weight = (name: string, n: number): onnx.ITensorProto => ({
+      name,
+      dims: [n],
+      dataType: T.FLOAT,
+      rawData: new Uint8Array(4 * n),
+    });
+    const graph = (name: string, node: onnx.INodeProto[], initializer: onnx.ITensorProto[]) => ({
+      name,
+      node,
+      initializer,
+      output: [{ name: 'y' }],
+    });
+    const ifNode = (then: onnx.IGraphProto, otherwise: onnx.IGraphProto): onnx.INodeProto => ({
+      opType: 'If',
+      input: ['cond'],
+      output: ['y'],
+      attribute: [
+        { name: 'then_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: then },
+        { name: 'else_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: otherwise },
+      ],
+    });
+    const constant: onnx.INodeProto = {
+      opType: 'Constant',
+      output: ['c'],
+      attribute: [{ name: 'value', type: onnx.AttributeProto.AttributeType.TENSOR, t: weight('k', 8) }],
+    };
+    // An If whose then-branch holds another If; a Scan-like node with a list of graphs (attribute.graphs).
+    const inner = ifNode(graph('inner_then', [constant], [weight('w3', 16)]), graph('inner_else', [], []));
+    const bytes = model({
+      initializer: [weight('w0', 2)],
+      node: [
+        ifNode(graph('then', [inner], [weight('w1', 4)]), graph('else', [], [weight('w2', 8)])),
+        {
+          opType: 'Scan',
+          output: ['s'],
+          attribute: [
+            {
+              name: 'bodies',
+              type: onnx.AttributeProto.AttributeType.GRAPHS,
+              graphs: [graph('body', [], [weight('w4', 1)])],
+            },
+          ],
+        },
+      ],
+    });
+    const info = readOnnxInfo(bytes, 'if.onnx');
+    expect(info.nodeCount).toBe(2);
+    expect(info.subgraphCount).toBe(5);
+    expect(info.subgraphNodeCount).toBe(2);
+    expect(info.initializers).toMatchObject({ count: 5, bytes: 4 * (2 + 4 + 8 + 16 + 1) });
+    expect(info.constants).toMatchObject({ count: 1, bytes: 32 });
+  });
+
   it.each([
     ['an empty file', new Uint8Array(0), 'the file is empty'],
     ['JSON', Buffer.from('{"name": "not a model"}'), 'it does not decode as an ONNX protobuf'],
@@ -239,6 +293,30 @@ describe('assertSupported', () => {
       ],
     });
     expect(() => assertSupported(info(external))).toThrow('keeps 1 tensors in external data files');
+  });
+
+  it('finds weights in external files inside an If branch', () => {
+    const branch = {
+      name: 'then',
+      initializer: [
+        { name: 'e', dims: [1], dataType: T.FLOAT, dataLocation: onnx.TensorProto.DataLocation.EXTERNAL },
+      ],
+      output: [{ name: 'y' }],
+    };
+    const bytes = model({
+      node: [
+        {
+          opType: 'If',
+          input: ['cond'],
+          output: ['y'],
+          attribute: [
+            { name: 'then_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: branch },
+            { name: 'else_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: branch },
+          ],
+        },
+      ],
+    });
+    expect(() => assertSupported(info(bytes))).toThrow('keeps 2 tensors in external data files');
   });
 });
 

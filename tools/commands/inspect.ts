@@ -30,7 +30,10 @@ export function formatOnnxInfo(info: OnnxInfo): string {
     `producer:      ${producer}`,
     `ir version:    ${info.irVersion}`,
     `opsets:        ${info.opsets.map((o) => `${o.domain} ${o.version}`).join(', ')}`,
-    `graph:         ${info.graphName || '(unnamed)'}, ${info.nodeCount} nodes`,
+    `graph:         ${info.graphName || '(unnamed)'}, ${info.nodeCount} nodes` +
+      (info.subgraphCount > 0
+        ? `; ${info.subgraphCount} subgraphs (If, Loop, Scan bodies) with ${info.subgraphNodeCount} nodes`
+        : ''),
     `initialisers:  ${weights(info.initializers)}`,
   ];
   if (info.constants.count > 0) lines.push(`constants:     ${weights(info.constants)}`);
@@ -48,7 +51,8 @@ export const inspectCommand: Command = {
 Reads an ONNX file without running it and prints:
   inputs and outputs (names, element types, shapes with symbolic dims such as 'batch'; '?' is unknown),
   opset imports, IR version, producer, size, sha256, and the bytes of its initialisers (and of Constant
-  nodes) by storage: raw_data, typed fields (float_data, int64_data...), external files.
+  nodes) by storage: raw_data, typed fields (float_data, int64_data...), external files; weights inside
+  subgraphs (If branches, Loop and Scan bodies) are counted too.
 
 Options:
   --json   print the same as one JSON object`,

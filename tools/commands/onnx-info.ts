@@ -46,10 +46,15 @@ export interface OnnxInfo {
   readonly docString: string;
   readonly inputs: readonly OnnxValueInfo[];
   readonly outputs: readonly OnnxValueInfo[];
+  /** Nodes of the main graph. */
   readonly nodeCount: number;
-  /** Graph initialisers (the usual home of weights). */
+  /** Graphs held by node attributes (the branches of `If`, the bodies of `Loop` and `Scan`), at any depth. */
+  readonly subgraphCount: number;
+  /** Nodes inside those subgraphs. */
+  readonly subgraphNodeCount: number;
+  /** Graph initialisers (the usual home of weights), of the main graph and every subgraph. */
   readonly initializers: WeightBytes;
-  /** Tensors held by `Constant` nodes (some exporters keep weights there). */
+  /** Tensors held by `Constant` nodes (some exporters keep weights there), in every graph. */
   readonly constants: WeightBytes;
   readonly metadata: Readonly<Record<string, string>>;
 }
@@ -131,13 +136,16 @@ export function readOnnxInfo(bytes: Uint8Array, file: string): OnnxInfo {
   if (graph === null || graph === undefined) throw new NotOnnxError(file, 'it has no graph');
   if (model.opsetImport.length === 0) throw new NotOnnxError(file, 'it imports no opset');
 
-  const initializers = graph.initializer ?? [];
   const nodes = graph.node ?? [];
-  const initializerNames = new Set(initializers.map((t) => t.name));
-  const constantTensors = nodes
+  const initializerNames = new Set((graph.initializer ?? []).map((t) => t.name));
+  const graphs = allGraphs(graph);
+  const initializers = graphs.flatMap((g) => g.initializer ?? []);
+  const constantTensors = graphs
+    .flatMap((g) => g.node ?? [])
     .filter((n) => n.opType === 'Constant')
     .flatMap((n) => (n.attribute ?? []).map((a) => a.t))
     .filter((t): t is onnx.ITensorProto => t !== null && t !== undefined);
+  const subgraphs = graphs.slice(1);
   return {
     file,
     size: bytes.byteLength,
@@ -156,10 +164,34 @@ export function readOnnxInfo(bytes: Uint8Array, file: string): OnnxInfo {
     inputs: (graph.input ?? []).filter((v) => !initializerNames.has(v.name)).map(valueInfo),
     outputs: (graph.output ?? []).map(valueInfo),
     nodeCount: nodes.length,
+    subgraphCount: subgraphs.length,
+    subgraphNodeCount: subgraphs.reduce((n, g) => n + (g.node ?? []).length, 0),
     initializers: weightBytes(initializers),
     constants: weightBytes(constantTensors),
     metadata: Object.fromEntries(model.metadataProps.map((p) => [p.key ?? '', p.value ?? ''])),
   };
+}
+
+/**
+ * The main graph, then every graph held by a node attribute (`If` branches, `Loop` and `Scan` bodies, and
+ * theirs), walked with an explicit stack so that deep nesting cannot overflow the call stack.
+ */
+function allGraphs(main: onnx.IGraphProto): onnx.IGraphProto[] {
+  const graphs: onnx.IGraphProto[] = [];
+  const stack = [main];
+  for (let g = stack.pop(); g !== undefined; g = stack.pop()) {
+    graphs.push(g);
+    const held: onnx.IGraphProto[] = [];
+    for (const node of g.node ?? []) {
+      for (const attribute of node.attribute ?? []) {
+        if (attribute.g !== null && attribute.g !== undefined) held.push(attribute.g);
+        for (const sub of attribute.graphs ?? []) held.push(sub);
+      }
+    }
+    // Reversed onto the stack so that graphs come out in the order the file holds them.
+    stack.push(...held.reverse());
+  }
+  return graphs;
 }
 
 function valueInfo(value: onnx.IValueInfoProto): OnnxValueInfo {
