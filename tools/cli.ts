@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util';
 import { addCommand } from './commands/add';
 import type { Command, CommandContext } from './commands/command';
-import { UsageError } from './commands/command';
+import { type ParsedArgs, UsageError } from './commands/command';
 import { inspectCommand } from './commands/inspect';
 import { lsCommand } from './commands/ls';
 import { optimizeCommand } from './commands/optimize';
@@ -66,12 +66,19 @@ export async function main(argv: readonly string[], context: CommandContext): Pr
     return EXIT.ok;
   }
   try {
-    let parsed: ReturnType<typeof parseArgs>;
+    let parsed: ParsedArgs & { tokens: readonly { kind: string; name?: string }[] };
     try {
-      parsed = parseArgs({ args: [...rest], options: command.options, allowPositionals: true, strict: true });
+      parsed = parseArgs({
+        args: [...rest],
+        options: command.options,
+        allowPositionals: true,
+        strict: true,
+        tokens: true,
+      });
     } catch (error) {
       throw new UsageError((error as Error).message);
     }
+    assertNoRepeats(parsed.tokens, command);
     await command.run({ values: parsed.values, positionals: parsed.positionals }, context);
     return EXIT.ok;
   } catch (error) {
@@ -83,6 +90,22 @@ export async function main(argv: readonly string[], context: CommandContext): Pr
     if (!(error instanceof VerifyFailedError)) context.err(`${PROGRAM} ${name}: ${describe(error)}`);
     if (context.env.ONNX_SERVE_DEBUG) context.err(String((error as Error).stack));
     return EXIT.failure;
+  }
+}
+
+/**
+ * parseArgs keeps the last of a repeated single-valued option: `--model a --model b` would quietly
+ * mean `b`. Only options declared `multiple` may repeat.
+ */
+function assertNoRepeats(tokens: readonly { kind: string; name?: string }[], command: Command): void {
+  const seen = new Set<string>();
+  for (const token of tokens) {
+    if (token.kind !== 'option' || token.name === undefined) continue;
+    const option = command.options[token.name];
+    if (seen.has(token.name) && option?.multiple !== true) {
+      throw new UsageError(`--${token.name} is given more than once`);
+    }
+    seen.add(token.name);
   }
 }
 

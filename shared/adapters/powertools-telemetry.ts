@@ -31,6 +31,14 @@ export class PowertoolsTelemetry implements Telemetry {
         });
         m?.addMetric('ModelLoadFailures', MetricUnit.Count, 1);
         return;
+      case 'warmup-failed':
+        // Not an error: the session serves; the default warm-up guessed inputs the model does not take.
+        this.logger.warn(
+          'default warm-up run failed; the model serves without it (give it inputs in config.json session.warmup)',
+          { model: event.model, version: event.version, error: event.error },
+        );
+        m?.addMetric('WarmupFailures', MetricUnit.Count, 1);
+        return;
       case 'provider-fallback':
         // Not an error: the model still loads on a later provider (e.g. CPU where CUDA is missing).
         this.logger.warn('execution provider could not load the model, trying the next one', {

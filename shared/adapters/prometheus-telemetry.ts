@@ -36,6 +36,7 @@ export class PrometheusTelemetry implements Telemetry {
   readonly #loadSeconds: Histogram;
   readonly #loadFailures: Counter;
   readonly #fallbacks: Counter;
+  readonly #warmupFailures: Counter;
   readonly #provider: Gauge;
   readonly #cache: Counter;
   readonly #evictions: Counter;
@@ -90,6 +91,11 @@ export class PrometheusTelemetry implements Telemetry {
       'Execution providers that could not load a model (the next one was tried).',
       ['model', 'provider'],
     );
+    this.#warmupFailures = r.counter(
+      'onnx_serve_warmup_failures_total',
+      'Default warm-up runs that failed; the model version serves without a warm-up.',
+      ['model'],
+    );
     this.#provider = r.gauge(
       'onnx_serve_model_provider_info',
       '1 for the execution provider and variant (empty: the default file) a model version was last loaded with.',
@@ -140,6 +146,9 @@ export class PrometheusTelemetry implements Telemetry {
       }
       case 'model-load-failed':
         this.#loadFailures.inc({ model: event.model });
+        return;
+      case 'warmup-failed':
+        this.#warmupFailures.inc({ model: event.model });
         return;
       case 'provider-fallback':
         this.#fallbacks.inc({ model: event.model, provider: event.provider });

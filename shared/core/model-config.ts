@@ -17,6 +17,7 @@ import { deepFreeze } from './deep-freeze';
 import { ModelConfigError } from './errors';
 import { compareVersions, isValidVersion } from './names';
 import { GRAPH_OPTIMIZATION_LEVELS, type GraphOptimizationLevel } from './ports';
+import { DEFAULT_WARMUP, parseWarmup, type WarmupConfig } from './warmup';
 
 export interface ArtifactInfo {
   readonly sha256: string;
@@ -42,7 +43,8 @@ export interface ModelSessionConfig {
   readonly intraOpThreads: number;
   readonly interOpThreads: number;
   readonly executionProviders: readonly string[];
-  readonly warmup: boolean;
+  /** `session.warmup`: `true` (default run), `false` (none) or warm-up samples; see warmup.ts. */
+  readonly warmup: WarmupConfig;
   readonly preferOrtFormat: boolean;
   /** With the ORT format: onnxruntime uses the fetched bytes for the model and initialisers (no copy). */
   readonly useModelBytesDirectly: boolean;
@@ -72,7 +74,7 @@ export const DEFAULT_SESSION_CONFIG: ModelSessionConfig = Object.freeze({
   intraOpThreads: 0,
   interOpThreads: 1,
   executionProviders: Object.freeze(['cpu']),
-  warmup: true,
+  warmup: DEFAULT_WARMUP,
   preferOrtFormat: true,
   useModelBytesDirectly: true,
   disablePrepacking: undefined,
@@ -236,7 +238,7 @@ function readSession(raw: unknown, problems: string[]): ModelSessionConfig {
     intraOpThreads: readInt(raw, 'intraOpThreads', d.intraOpThreads, 0, 1024, problems, 'session.'),
     interOpThreads: readInt(raw, 'interOpThreads', d.interOpThreads, 1, 1024, problems, 'session.'),
     executionProviders,
-    warmup: readBool(raw, 'warmup', d.warmup, problems, 'session.'),
+    warmup: parseWarmup(raw.warmup, problems),
     preferOrtFormat: readBool(raw, 'preferOrtFormat', d.preferOrtFormat, problems, 'session.'),
     useModelBytesDirectly: readBool(
       raw,

@@ -18,7 +18,7 @@ import type {
   Telemetry,
 } from './ports';
 import { NO_TELEMETRY } from './ports';
-import { synthesizeInputs } from './warmup';
+import { runWarmup } from './warmup';
 
 export interface ModelLoaderOptions {
   readonly store: ModelStore;
@@ -93,7 +93,7 @@ export class ModelLoader {
     if (source === 'store') this.#writeToDisk(sha256, bytes);
     const model = await this.#engine.load({ bytes, format }, engineOptions(resolved, attempt));
     const t3 = this.#clock();
-    if (config.session.warmup) await this.#warmUp(model, name, version);
+    await this.#warmUp(model, resolved);
     const t4 = this.#clock();
     for (const failed of model.fallbacks ?? []) {
       this.#fallback(name, version, failed.provider, attempt, failed.error);
@@ -131,12 +131,27 @@ export class ModelLoader {
     await Promise.all([...this.#pendingWrites]);
   }
 
-  async #warmUp(model: LoadedModel, name: string, version: string): Promise<void> {
+  /**
+   * The model's `session.warmup` (see warmup.ts). The default run is a guess at inputs, so its failure is a
+   * `warmup-failed` warning and the session serves: a model that needs real-looking inputs must not answer
+   * 503 to every request. Samples the config gives are the operator's word that they run, so their
+   * failure fails the load, as in Triton.
+   */
+  async #warmUp(model: LoadedModel, resolved: ResolvedModel): Promise<void> {
+    const { config, version } = resolved;
+    const warmup = config.session.warmup;
     try {
-      await model.run(synthesizeInputs(model.signature));
+      await runWarmup(model, warmup);
     } catch (error) {
+      if (warmup.mode === 'default') {
+        this.#telemetry.emit({ type: 'warmup-failed', model: config.name, version, error: asError(error) });
+        return;
+      }
       await model.release();
-      throw new ModelLoadError(`model '${name}' version ${version} failed its warm-up run`, { cause: error });
+      throw new ModelLoadError(
+        `model '${config.name}' version ${version} failed its warm-up (config.json session.warmup)`,
+        { cause: error },
+      );
     }
   }
 

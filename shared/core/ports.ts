@@ -124,6 +124,16 @@ export type ServingEvent =
       readonly error: Error;
     }
   | {
+      /**
+       * The default warm-up run (session.warmup `true`) failed: a warning, the session serves. Configured
+       * warm-up samples that fail fail the load instead (`model-load-failed`).
+       */
+      readonly type: 'warmup-failed';
+      readonly model: string;
+      readonly version: string;
+      readonly error: Error;
+    }
+  | {
       readonly type: 'model-load-failed';
       readonly model: string;
       readonly version: string;

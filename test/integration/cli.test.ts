@@ -398,6 +398,35 @@ describe('optimize', () => {
     expect(JSON.parse(result.out).check).toMatchObject({ inputs: { x: [2, 3, 48, 192] }, elements: 4 });
   });
 
+  it('refuses a --check-dim that names no dim of the model, listing the dims it has, writing nothing', async () => {
+    const repo = await newFolder();
+    const file = textDirectionModelPath();
+    const dims = 'p2o.DynamicDimension.0, p2o.DynamicDimension.1, p2o.DynamicDimension.2';
+
+    const added = await cli(
+      'add',
+      file,
+      '--model',
+      'td',
+      '--repo',
+      repo,
+      '--optimize',
+      '--check-dim',
+      'heigth=48',
+    );
+    expect(added.code).toBe(2);
+    expect(added.err).toContain(
+      `--check-dim names 'heigth', which no input of the model has; its dynamic dims: ${dims}`,
+    );
+    await expect(stat(join(repo, 'td'))).rejects.toMatchObject({ code: 'ENOENT' });
+
+    expect((await cli('add', file, '--model', 'td', '--repo', repo)).code).toBe(0);
+    const optimised = await cli('optimize', '--model', 'td', '--repo', repo, '--check-dim', 'heigth=48');
+    expect(optimised.code).toBe(2);
+    expect(optimised.err).toContain("--check-dim names 'heigth'");
+    await expect(stat(join(repo, 'td', '1', 'model.ort'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
   it('says which model is missing', async () => {
     const repo = await newFolder();
     await mkdir(repo, { recursive: true });

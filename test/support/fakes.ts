@@ -85,6 +85,9 @@ export class FakeModel implements LoadedModel {
   readonly provider = 'cpu';
   released = false;
   runs = 0;
+  /** The feeds of every run, in order. */
+  readonly feeds: Readonly<Record<string, Tensor>>[] = [];
+  failRuns: Error | undefined;
   constructor(
     readonly signature: ModelSignature,
     readonly bytes: Uint8Array,
@@ -94,6 +97,8 @@ export class FakeModel implements LoadedModel {
   async run(feeds: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>> {
     if (this.released) throw new Error('run on a released session');
     this.runs += 1;
+    this.feeds.push(feeds);
+    if (this.failRuns !== undefined) throw this.failRuns;
     await this.gate;
     const x = feeds.x;
     if (x === undefined) throw new Error('missing x');
@@ -110,6 +115,8 @@ export class FakeEngine implements InferenceEngine {
   readonly loaded: FakeModel[] = [];
   readonly options: EngineSessionOptions[] = [];
   failNext: Error | undefined;
+  /** Every run of the models this engine loads rejects with it (e.g. a warm-up the model refuses). */
+  failRuns: Error | undefined;
   /** Holds every load until released, to line up concurrent callers. */
   loadGate: Promise<void> | undefined;
 
@@ -125,6 +132,7 @@ export class FakeEngine implements InferenceEngine {
     this.failNext = undefined;
     if (error !== undefined) throw error;
     const model = new FakeModel(this.signature, artifact.bytes);
+    model.failRuns = this.failRuns;
     this.loaded.push(model);
     return model;
   }

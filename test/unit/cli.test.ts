@@ -86,14 +86,78 @@ describe('main', () => {
       '--max-batch-size must be an integer',
     ],
     [
-      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--level', 'fast'],
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--optimize', '--level', 'fast'],
       '--level must be one of basic, extended, all',
     ],
     [
-      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--check-dim', 'h48'],
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--optimize', '--check-dim', 'h48'],
       '--check-dim must look like name=size',
     ],
     [['ls', '--repo', 'r', '--colour'], "Unknown option '--colour'"],
+    [
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--optimize', '--check-dims', 'h=48'],
+      "Unknown option '--check-dims'",
+    ],
+    [
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--check-dim', 'h=48'],
+      '--check-dim applies with --optimize only',
+    ],
+    [
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--level', 'all'],
+      '--level applies with --optimize only',
+    ],
+    [
+      [
+        'add',
+        'm.onnx',
+        '--model',
+        'm',
+        '--repo',
+        'r',
+        '--optimize',
+        '--check-dim',
+        'h=48',
+        '--check-dim',
+        'h=64',
+      ],
+      "--check-dim gives 'h' more than once",
+    ],
+    [['add', 'm.onnx', '--model', 'a', '--model', 'b', '--repo', 'r'], '--model is given more than once'],
+    [['verify', '--repo', 'r', '--json', '--json'], '--json is given more than once'],
+    [['ls', '--repo', 'models', '--region', 'eu-west-1'], '--region applies to an s3:// repository only'],
+    [['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--warmup-input', '1x512'], 'no input name before ='],
+    [
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--warmup-input', 'x=1xx2'],
+      "dims of at least 1 joined by 'x'",
+    ],
+    [
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--warmup-input', 'x=2x0'],
+      "dims of at least 1 joined by 'x'",
+    ],
+    [
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--warmup-input', 'x=2x2:1,2,3'],
+      '3 values for a shape of 4 elements',
+    ],
+    [
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--warmup-input', 'x=2:random:s'],
+      'the seed must be an integer',
+    ],
+    [
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--warmup-input', 'x=2', '--warmup-input', 'x=3'],
+      "input 'x' is given more than once",
+    ],
+    [
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--warmup', 'off', '--warmup-input', 'x=2'],
+      'give either --warmup or --warmup-input',
+    ],
+    [
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--warmup', 'fast'],
+      "cannot read 'fast' (no such file)",
+    ],
+    [
+      ['add', 'm.onnx', '--model', 'm', '--repo', 'r', '--warmup', '[{"inputs": {"x": {"shap": [1]}}}]'],
+      "'--warmup[0].inputs.x' has an unknown key 'shap'",
+    ],
     [['ls', '--repo', 's3://Not_A_Bucket/x'], "'s3://Not_A_Bucket/x' is not a valid S3 repository"],
     [
       ['ls', '--repo', 'models', '--endpoint', 'http://127.0.0.1:9'],

@@ -36,6 +36,14 @@ describe('PrometheusTelemetry', () => {
     expect(text).not.toContain('no-such');
   });
 
+  it('counts default warm-up runs that failed while the model served', () => {
+    const text = render(
+      { type: 'warmup-failed', model: 'vad', version: '1', error: new Error('Pad reflect') },
+      { type: 'warmup-failed', model: 'vad', version: '2', error: new Error('Pad reflect') },
+    );
+    expect(text).toContain('onnx_serve_warmup_failures_total{model="vad"} 2');
+  });
+
   it('records queue depth, batch sizes, cold starts, load time, providers and fallbacks', () => {
     const text = render(
       { type: 'queue', model: 'linear', version: '1', depth: 5 },

@@ -57,6 +57,61 @@ describe('ModelLoader', () => {
     expect(engine.loaded[0]?.runs).toBe(0);
   });
 
+  it('serves a model whose default warm-up run fails, and reports it as a warmup-failed warning', async () => {
+    const { store, engine, telemetry, registry, loader } = setup();
+    store.addVersion('m', '1', Buffer.from('b'));
+    engine.failRuns = new Error('Pad reflect requires axis length >= 2');
+    const model = await loader.load(await registry.resolve('m'));
+    expect(engine.loaded[0]?.released).toBe(false);
+    expect(model).toBe(engine.loaded[0]);
+    const [warning] = telemetry.ofType('warmup-failed');
+    expect(warning).toMatchObject({ model: 'm', version: '1' });
+    expect(warning?.error.message).toContain('the default warm-up run (x [1, 2] zeros) failed: Pad reflect');
+    expect(telemetry.ofType('model-load-failed')).toHaveLength(0);
+    expect(telemetry.ofType('model-loaded')).toHaveLength(1);
+  });
+
+  it('runs the warm-up samples of config.json, each its count of times, on the inputs they give', async () => {
+    const { store, engine, registry, loader } = setup();
+    const warmup = [{ count: 2, inputs: { x: { shape: [3, 2], data: [0.5] } } }];
+    store.addVersion('m', '1', Buffer.from('b'), { session: { warmup } });
+    await loader.load(await registry.resolve('m'));
+    const feeds = engine.loaded[0]?.feeds ?? [];
+    expect(feeds).toHaveLength(2);
+    expect(feeds[1]?.x).toEqual({ datatype: 'FP32', shape: [3, 2], data: new Float32Array(6).fill(0.5) });
+  });
+
+  it('fails the load and releases the session when a configured warm-up sample fails, as Triton does', async () => {
+    const { store, engine, telemetry, registry, loader } = setup();
+    store.addVersion('m', '1', Buffer.from('b'), {
+      session: { warmup: [{ inputs: { x: { shape: [1, 2] } } }] },
+    });
+    engine.failRuns = new Error('kernel refused');
+    const error = await loader.load(await registry.resolve('m')).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ModelLoadError);
+    expect((error as Error).message).toBe(
+      "model 'm' version 1 failed its warm-up (config.json session.warmup)",
+    );
+    expect(((error as Error).cause as Error).message).toContain(
+      'warm-up sample 1 (x [1, 2] zeros) failed: kernel refused',
+    );
+    expect(engine.loaded[0]?.released).toBe(true);
+    expect(telemetry.ofType('warmup-failed')).toHaveLength(0);
+    expect(telemetry.ofType('model-load-failed')).toHaveLength(1);
+  });
+
+  it('fails the load when a configured sample does not fit the model, naming the input', async () => {
+    const { store, registry, loader } = setup();
+    store.addVersion('m', '1', Buffer.from('b'), {
+      session: { warmup: [{ inputs: { x: { shape: [1, 3] } } }] },
+    });
+    const error = await loader.load(await registry.resolve('m')).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ModelLoadError);
+    expect(((error as Error).cause as Error).message).toContain(
+      "input 'x': dim 1 is 3 but the model takes 2",
+    );
+  });
+
   it('wraps engine failures in a ModelLoadError naming the model', async () => {
     const { store, engine, registry, loader } = setup();
     store.addVersion('m', '1', Buffer.from('b'));

@@ -1,6 +1,11 @@
-import { DEFAULT_SESSION_CONFIG, parseModelConfig } from '../../shared/core/model-config';
+import {
+  DEFAULT_SESSION_CONFIG,
+  type ModelSessionConfig,
+  parseModelConfig,
+} from '../../shared/core/model-config';
 import { compareVersions } from '../../shared/core/names';
 import { ARTIFACT_FILE } from '../../shared/core/ports';
+import { describeWarmupRun, type WarmupConfig, warmupToJson } from '../../shared/core/warmup';
 import { type ConfigJson, parseConfigJson, updateModelConfig, versionsOf } from '../repository/config-update';
 import {
   checkedSegments,
@@ -19,8 +24,9 @@ import {
   UsageError,
 } from './command';
 import { readOnnxFile } from './inspect';
-import { assertSupported, loadAndWarmUp } from './model-check';
+import { assertSupported, loadAndWarmUp, WarmupFailedError } from './model-check';
 import {
+  assertCheckDims,
   buildOrtCopy,
   formatOrtCopy,
   OPTIMIZE_HELP,
@@ -29,6 +35,13 @@ import {
   ortCopyJson,
   ortCopyOptions,
 } from './optimize';
+import {
+  WARMUP_HELP,
+  WARMUP_OPTIONS,
+  type WarmupSource,
+  warmupInputExample,
+  warmupOption,
+} from './warmup-options';
 
 /** The next free version: one above the highest recorded, or 1. */
 export function nextVersion(config: ConfigJson | undefined): string {
@@ -42,7 +55,10 @@ export const addCommand: Command = {
   help: `Usage: onnx-serve-models add <file.onnx> --model <name> [--version <n>] --repo <location> [options]
 
 Checks the file (an ONNX model, opsets and IR version that the bundled onnxruntime loads, weights inside
-the file), creates a session through the serving engine and runs it once on synthesised inputs. Then
+the file), creates a session through the serving engine and runs the model's warm-up on it, as a serving
+instance does on load: the default run (zeros, shapes from the model's declared dims), the samples of
+config.json session.warmup, or those of --warmup / --warmup-input, which are then written there. When the
+default run fails, add stops and says how to give the inputs the model takes (or --warmup off). Then
 writes <model>/<version>/model.onnx (a multipart upload for large files on S3) and records its sha256 and
 size in <model>/config.json, atomically: a folder's config.json is replaced by rename under a lock file;
 on S3 it is written with If-Match on the ETag read (If-None-Match when new), so concurrent adds cannot
@@ -54,13 +70,16 @@ Options:
   --version <n>            the version, a positive integer (default: one above the highest, or 1)
   --max-batch-size <n>     config.json maxBatchSize (new models default to 0: no batch limit)
   --default                make this version the default (defaultVersion); otherwise the highest serves
+${WARMUP_HELP}
   --optimize               also write the ORT-format copy, as 'optimize' does, before anything is stored
+                           (--level, --measure-runs and --check-dim apply with --optimize only)
 ${OPTIMIZE_HELP}
   --json                   print the result as JSON
 ${REPOSITORY_HELP}`,
   options: {
     ...REPOSITORY_OPTIONS,
     ...OPTIMIZE_OPTIONS,
+    ...WARMUP_OPTIONS,
     model: { type: 'string' },
     version: { type: 'string' },
     'max-batch-size': { type: 'string' },
@@ -78,22 +97,43 @@ ${REPOSITORY_HELP}`,
     checkedSegments(model, requested);
     const maxBatchSize = integerOption(args, 'max-batch-size', 0);
     const optimize = args.values.optimize === true;
+    if (!optimize) {
+      for (const option of Object.keys(OPTIMIZE_OPTIONS)) {
+        if (args.values[option] !== undefined)
+          throw new UsageError(`--${option} applies with --optimize only`);
+      }
+    }
     const settings = ortCopyOptions(args);
+    const asked = await warmupOption(args);
 
     const { bytes, info } = await readOnnxFile(file);
     assertSupported(info);
+    assertCheckDims(info, settings.checkDims ?? {});
     const writer = await repositoryFrom(args, context, { create: true });
     try {
       const snapshot = await writer.readConfig(model);
       const current = snapshot === undefined ? undefined : parseConfigJson(model, snapshot.text);
-      const session =
+      const recorded =
         snapshot === undefined ? DEFAULT_SESSION_CONFIG : parseModelConfig(model, snapshot.text).session;
+      const session: ModelSessionConfig =
+        asked === undefined ? recorded : { ...recorded, warmup: asked.warmup };
+      const source: WarmupSource =
+        asked?.source ??
+        (snapshot === undefined || recorded.warmup.mode === 'default' ? 'default' : 'config.json');
       const version = requested ?? nextVersion(current);
       const label = `${model} version ${version}`;
       await assertNewVersion(writer, model, version, current);
 
-      context.err(`loading ${file} in onnxruntime and running it on synthesised inputs`);
-      const loaded = await loadAndWarmUp(bytes, 'onnx', file, session);
+      context.err(
+        `loading ${file} in onnxruntime and running its warm-up (${warmupLabel(session.warmup, source)})`,
+      );
+      let loaded: Awaited<ReturnType<typeof loadAndWarmUp>>;
+      try {
+        loaded = await loadAndWarmUp(bytes, 'onnx', file, session);
+      } catch (error) {
+        if (error instanceof WarmupFailedError) throw withWarmupHint(error, source);
+        throw error;
+      }
       const signature = loaded.signature;
       await loaded.release();
       const copy = optimize
@@ -113,6 +153,7 @@ ${REPOSITORY_HELP}`,
           withVersion(model, version, latest, { sha256: info.sha256, size: info.size }, copy, {
             maxBatchSize,
             makeDefault: args.values.default === true,
+            warmup: asked?.warmup,
           }),
         );
       } catch (error) {
@@ -133,6 +174,7 @@ ${REPOSITORY_HELP}`,
           sha256: info.sha256,
           size: info.size,
           signature,
+          warmup: warmupToJson(session.warmup),
           ...(copy === undefined ? {} : { ort: ortCopyJson(model, version, writer.location, copy) }),
         };
         context.out(JSON.stringify(result, null, 2));
@@ -143,6 +185,7 @@ ${REPOSITORY_HELP}`,
         `  model.onnx ${formatBytes(info.size)}  sha256 ${info.sha256}`,
         `  inputs:  ${signature.inputs.map((t) => `${t.name} ${t.datatype} [${(t.dims ?? t.shape).join(', ')}]`).join(', ')}`,
         `  outputs: ${signature.outputs.map((t) => `${t.name} ${t.datatype} [${(t.dims ?? t.shape).join(', ')}]`).join(', ')}`,
+        `  warm-up: ${describeWarmup(session.warmup, signature)}${asked === undefined ? '' : ' (written to config.json session.warmup)'}`,
       ];
       if (copy !== undefined) lines.push(...formatOrtCopy(copy, info.size));
       context.out(lines.join('\n'));
@@ -176,6 +219,42 @@ async function assertNewVersion(
   }
 }
 
+function warmupLabel(warmup: WarmupConfig, source: WarmupSource): string {
+  if (warmup.mode === 'off') return `none: ${source} turns it off`;
+  if (warmup.mode === 'default') return 'the default run: zeros, shapes from the declared dims';
+  return `${warmup.samples.length} sample${warmup.samples.length > 1 ? 's' : ''} from ${source}`;
+}
+
+/** What the warm-up runs on, for the report. */
+function describeWarmup(warmup: WarmupConfig, signature: Parameters<typeof describeWarmupRun>[0]): string {
+  if (warmup.mode === 'off') return 'off';
+  if (warmup.mode === 'default') return `default run (${describeWarmupRun(signature)})`;
+  return warmup.samples
+    .map(
+      (sample, i) =>
+        `sample ${sample.name ?? i + 1}${sample.count > 1 ? ` x${sample.count}` : ''} (${describeWarmupRun(signature, sample)})`,
+    )
+    .join('; ');
+}
+
+/** The warm-up failure with what to do about it, for the source the failing warm-up came from. */
+function withWarmupHint(error: WarmupFailedError, source: WarmupSource): WarmupFailedError {
+  const hint =
+    source === 'default'
+      ? `A serving instance would log this and serve without a warm-up; add stops so that the model is added with a\n` +
+        `warm-up that runs. Give the shapes and data the model takes, one --warmup-input per input, starting from\n` +
+        `  ${warmupInputExample(error.signature)}\n` +
+        `(<name>=<shape>[:<data>]; data zeros, random, random:<seed> or values such as 16000), or a JSON file of\n` +
+        `samples with --warmup <file.json>, or add it without a warm-up run with --warmup off.`
+      : source === 'config.json'
+        ? `The model's config.json session.warmup gives these samples; a serving instance would refuse to load this\n` +
+          `version. Replace them with --warmup-input or --warmup <file.json> (or --warmup default|off).`
+        : `Fix the ${source} values: a serving instance fails to load a model whose configured warm-up fails.`;
+  return new WarmupFailedError(`${error.message}\n${hint}`, error.signature, error.mode, {
+    cause: error.cause,
+  });
+}
+
 /** config.json with `version` added; throws when a concurrent writer added it first. */
 function withVersion(
   model: string,
@@ -183,17 +262,26 @@ function withVersion(
   current: ConfigJson | undefined,
   onnx: { sha256: string; size: number },
   copy: OrtCopy | undefined,
-  options: { maxBatchSize: number | undefined; makeDefault: boolean },
+  options: { maxBatchSize: number | undefined; makeDefault: boolean; warmup: WarmupConfig | undefined },
 ): ConfigJson {
   const versions = versionsOf(current);
   if (versions[version] !== undefined) {
     throw new VersionExistsError(`${model} version ${version} was added by another writer meanwhile`);
   }
   const entry = copy === undefined ? onnx : { ...onnx, ort: { sha256: copy.sha256, size: copy.size } };
+  const base = current ?? {
+    name: model,
+    platform: 'onnxruntime_onnx',
+    maxBatchSize: options.maxBatchSize ?? 0,
+  };
+  const session = typeof base.session === 'object' && base.session !== null ? base.session : {};
   return {
-    ...(current ?? { name: model, platform: 'onnxruntime_onnx', maxBatchSize: options.maxBatchSize ?? 0 }),
+    ...base,
     ...(options.maxBatchSize === undefined ? {} : { maxBatchSize: options.maxBatchSize }),
     versions: { ...versions, [version]: entry },
     ...(options.makeDefault ? { defaultVersion: version } : {}),
+    ...(options.warmup === undefined
+      ? {}
+      : { session: { ...session, warmup: warmupToJson(options.warmup) } }),
   };
 }

@@ -1,16 +1,16 @@
 /**
  * Proves that a model runs in the bundled onnxruntime before it goes into a repository: the opsets and
  * IR version it declares are ones this runtime loads, a session comes up through the serving engine, and
- * a warm-up run on synthesised inputs succeeds, exactly as a serving instance will do it.
+ * the model's warm-up (session.warmup) runs, exactly as a serving instance will do it.
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { OrtEngine } from '../../shared/adapters/ort-engine';
-import { fromHalfBits, toHalfBits } from '../../shared/core/fp16';
+import { fromHalfBits } from '../../shared/core/fp16';
 import { DEFAULT_SESSION_CONFIG, type ModelSessionConfig } from '../../shared/core/model-config';
 import type { ArtifactFormat, EngineSessionOptions, LoadedModel } from '../../shared/core/ports';
-import { allocateData, elementCount, type ModelSignature, type Tensor } from '../../shared/core/tensor';
-import { synthesizeInputs } from '../../shared/core/warmup';
+import { elementCount, type ModelSignature, type Tensor } from '../../shared/core/tensor';
+import { randomData, runWarmup, type WarmupConfig } from '../../shared/core/warmup';
 import { mulberry32 } from '../onnx/prng';
 import type { OnnxInfo } from './onnx-info';
 
@@ -90,10 +90,23 @@ function sharedEngine(): OrtEngine {
   return engine;
 }
 
+/** The model loads but its warm-up fails; `mode` says whether it was the default run or given samples. */
+export class WarmupFailedError extends UnsupportedModelError {
+  constructor(
+    message: string,
+    readonly signature: ModelSignature,
+    readonly mode: WarmupConfig['mode'],
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = 'WarmupFailedError';
+  }
+}
+
 /**
- * Creates a session through the serving engine (CPU) and runs it once on synthesised inputs, as the
- * serving loader's warm-up does. The caller releases the model. Failures become
- * {@link UnsupportedModelError} naming `label`.
+ * Creates a session through the serving engine (CPU) and runs the model's warm-up (`session.warmup`) on
+ * it, as the serving loader does. The caller releases the model. A load failure is an
+ * {@link UnsupportedModelError} naming `label`; a warm-up failure is a {@link WarmupFailedError}.
  */
 export async function loadAndWarmUp(
   bytes: Uint8Array,
@@ -111,11 +124,13 @@ export async function loadAndWarmUp(
     );
   }
   try {
-    await model.run(synthesizeInputs(model.signature));
+    await runWarmup(model, session.warmup);
   } catch (error) {
     await model.release();
-    throw new UnsupportedModelError(
-      `${label} loads but fails its warm-up run on synthesised inputs (dynamic dims set to 1): ${rootMessage(error)}`,
+    throw new WarmupFailedError(
+      `${label} loads, but ${(error as Error).message}`,
+      model.signature,
+      session.warmup.mode,
       { cause: error },
     );
   }
@@ -148,7 +163,7 @@ function rootMessage(error: unknown): string {
 /**
  * Seeded, non-zero inputs for comparing two sessions: floats uniform in [-1, 1), integers in [0, 4) (safe
  * as indices), booleans at random. A symbolic dim gets one value everywhere it appears: the one `dims`
- * gives it, else 2 when it leads an input (a batch of two) and 1 elsewhere, as in the serving warm-up.
+ * gives it, else 2 when it leads an input (a batch of two) and 1 elsewhere.
  */
 export function checkInputs(
   signature: ModelSignature,
@@ -166,17 +181,7 @@ export function checkInputs(
       if (!symbols.has(key)) symbols.set(key, i === 0 ? 2 : 1);
       return symbols.get(key) as number;
     });
-    const data = allocateData(input.datatype, elementCount(shape));
-    for (let i = 0; i < data.length; i++) {
-      const r = random();
-      if (data instanceof Float32Array || data instanceof Float64Array) data[i] = r * 2 - 1;
-      else if (data instanceof BigInt64Array || data instanceof BigUint64Array)
-        data[i] = BigInt(Math.floor(r * 4));
-      else if (Array.isArray(data)) data[i] = String.fromCharCode(97 + Math.floor(r * 26));
-      else if (input.datatype === 'FP16') data[i] = toHalfBits(r * 2 - 1);
-      else if (input.datatype === 'BOOL') data[i] = r < 0.5 ? 0 : 1;
-      else data[i] = Math.floor(r * 4);
-    }
+    const data = randomData(input.datatype, elementCount(shape), random);
     feeds[input.name] = { datatype: input.datatype, shape, data };
   }
   return feeds;

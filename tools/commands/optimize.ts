@@ -9,6 +9,7 @@ import {
 } from '../../shared/core/model-config';
 import { sha256Hex } from '../../shared/core/model-loader';
 import { ARTIFACT_FILE } from '../../shared/core/ports';
+import { NO_WARMUP, warmupFeeds } from '../../shared/core/warmup';
 import { convertToOrtFormat } from '../onnx/ort-format';
 import { updateModelConfig, versionsOf } from '../repository/config-update';
 import {
@@ -36,7 +37,9 @@ import {
   loadAndWarmUp,
   type OutputComparison,
   servingOptions,
+  WarmupFailedError,
 } from './model-check';
+import { type OnnxInfo, readOnnxInfo } from './onnx-info';
 
 export const OPTIMIZATION_LEVELS = ['basic', 'extended', 'all'] as const;
 export type OptimizationLevel = (typeof OPTIMIZATION_LEVELS)[number];
@@ -90,12 +93,28 @@ export async function buildOrtCopy(onnxBytes: Uint8Array, options: OrtCopyOption
     log(`optimising ${options.label} (level ${level}) into the ORT format`);
     const bytes = await convertToOrtFormat(onnxBytes, ortFile, { graphOptimizationLevel: level });
 
-    const original = await loadAndWarmUp(onnxBytes, 'onnx', `${options.label} (model.onnx)`, session);
+    // As a serving instance: a default warm-up that fails is a warning, configured samples must run.
+    const load = async (file: Uint8Array, format: 'onnx' | 'ort', label: string) => {
+      try {
+        return await loadAndWarmUp(file, format, label, session);
+      } catch (error) {
+        if (!(error instanceof WarmupFailedError) || error.mode !== 'default') throw error;
+        log(`warning: ${error.message}; a serving instance logs this and serves without a warm-up`);
+        return loadAndWarmUp(file, format, label, { ...session, warmup: NO_WARMUP });
+      }
+    };
+    const original = await load(onnxBytes, 'onnx', `${options.label} (model.onnx)`);
     let check: OrtCopy['check'];
     try {
-      const optimised = await loadAndWarmUp(bytes, 'ort', `${options.label} (model.ort)`, session);
+      const optimised = await load(bytes, 'ort', `${options.label} (model.ort)`);
       try {
-        const feeds = checkInputs(original.signature, 1, options.checkDims);
+        // A model's own warm-up sample is an input it is known to take; --check-dim asks for seeded ones.
+        const sample = session.warmup.mode === 'samples' ? session.warmup.samples[0] : undefined;
+        const checkDims = options.checkDims ?? {};
+        const feeds =
+          sample !== undefined && Object.keys(checkDims).length === 0
+            ? warmupFeeds(original.signature, sample)
+            : checkInputs(original.signature, 1, checkDims);
         const expected = await original.run(feeds);
         const actual = await optimised.run(feeds);
         let comparison: OutputComparison;
@@ -164,18 +183,43 @@ export function ortCopyOptions(
   if (!(OPTIMIZATION_LEVELS as readonly string[]).includes(level)) {
     throw new UsageError(`--level must be one of ${OPTIMIZATION_LEVELS.join(', ')}, got '${level}'`);
   }
-  const checkDims: Record<string, number> = {};
+  const checkDims: Record<string, number> = Object.create(null);
   for (const value of (args.values['check-dim'] as string[] | undefined) ?? []) {
     const match = /^(.+)=([1-9]\d{0,5})$/.exec(value);
     if (match === null)
       throw new UsageError(`--check-dim must look like name=size, e.g. height=48, got '${value}'`);
-    checkDims[match[1] as string] = Number(match[2]);
+    const name = match[1] as string;
+    if (Object.hasOwn(checkDims, name)) throw new UsageError(`--check-dim gives '${name}' more than once`);
+    checkDims[name] = Number(match[2]);
   }
   return {
     level: level as OptimizationLevel,
     measureRuns: integerOption(args, 'measure-runs', 0) ?? 3,
     checkDims,
   };
+}
+
+/**
+ * Throws {@link UsageError} when `--check-dim` names a dim no input of the model has (a misspelt name
+ * would otherwise leave the check on its default sizes without a word). The names are the inputs'
+ * symbolic dims, and `<input>:<index>` for a dynamic dim without a name.
+ */
+export function assertCheckDims(info: OnnxInfo, checkDims: Readonly<Record<string, number>>): void {
+  const known = new Set<string>();
+  for (const input of info.inputs) {
+    for (const [i, dim] of (input.shape ?? []).entries()) {
+      if (typeof dim === 'string') known.add(dim);
+      else if (dim === null) known.add(`${input.name}:${i}`);
+    }
+  }
+  const unknown = Object.keys(checkDims).filter((name) => !known.has(name));
+  if (unknown.length === 0) return;
+  const names = unknown.map((n) => `'${n}'`).join(', ');
+  throw new UsageError(
+    known.size === 0
+      ? `--check-dim names ${names}, but the model's inputs have no dynamic dims`
+      : `--check-dim names ${names}, which no input of the model has; its dynamic dims: ${[...known].join(', ')}`,
+  );
 }
 
 export const OPTIMIZE_OPTIONS = {
@@ -188,7 +232,9 @@ export const OPTIMIZE_HELP = `  --level basic|extended|all   optimisations baked
                                all adds layout changes for this machine's instruction set)
   --measure-runs <n>           fresh processes per format for the before/after figures (default 3; 0 skips)
   --check-dim <name>=<size>    a symbolic dim's size in the check's inputs (repeatable; default: 2 for a
-                               leading dim, 1 for others), e.g. --check-dim height=48 for an image model`;
+                               leading dim, 1 for others), e.g. --check-dim height=48 for an image model;
+                               <input>:<index> for a dynamic dim without a name. Without it, a model with
+                               warm-up samples is checked on its first sample`;
 
 export const optimizeCommand: Command = {
   name: 'optimize',
@@ -243,6 +289,7 @@ ${REPOSITORY_HELP}`,
           `${model}/${version}/model.onnx does not match the sha256 in config.json: run verify`,
         );
       }
+      assertCheckDims(readOnnxInfo(onnxBytes, `${model}/${version}/model.onnx`), settings.checkDims ?? {});
       const copy = await buildOrtCopy(onnxBytes, {
         label,
         session: config.session,

@@ -1,14 +1,2 @@
-/**
- * mulberry32: a small, fast, seeded generator of numbers in [0, 1). Weights, check inputs and test data
- * made with it are the same on every run.
- */
-export function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded generator the tools share with the serving warm-up (see shared/core/prng.ts). */
+export { mulberry32 } from '../../shared/core/prng';

@@ -40,6 +40,8 @@ export function createRepositoryWriter(options: RepositoryOptions): ModelReposit
   const { repo, endpoint } = options;
   if (!repo.startsWith('s3://')) {
     if (endpoint !== undefined) throw new RepositoryError(`--endpoint applies to an s3:// repository only`);
+    if (options.region !== undefined)
+      throw new RepositoryError(`--region applies to an s3:// repository only`);
     if (repo.trim() === '') throw new RepositoryError(`the repository location is empty`);
     return new FolderRepositoryWriter(repo, { create: options.create ?? false });
   }
