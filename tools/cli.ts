@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * `onnx-serve-models`: the model tooling door. From an ONNX file (e.g. exported by tools/export) to a
- * served, verified version: inspect, add, optimize, verify, ls. Exit codes: 0 ok, 1 failure, 2 usage.
+ * served, verified version: inspect, add, optimize, quantize, verify, ls. Exit codes: 0 ok, 1 failure, 2 usage.
  *
  * Run from the repository with `npm run models -- <command> ...`, or as the package's `bin`.
  */
@@ -12,12 +12,14 @@ import { type ParsedArgs, UsageError } from './commands/command';
 import { inspectCommand } from './commands/inspect';
 import { lsCommand } from './commands/ls';
 import { optimizeCommand } from './commands/optimize';
+import { quantizeCommand } from './commands/quantize';
 import { VerifyFailedError, verifyCommand } from './commands/verify';
 
 export const COMMANDS: readonly Command[] = [
   inspectCommand,
   addCommand,
   optimizeCommand,
+  quantizeCommand,
   verifyCommand,
   lsCommand,
 ];

@@ -8,7 +8,10 @@
  *   "maxBatchSize": 64,
  *   "defaultVersion": "1",
  *   "versions": { "1": { "sha256": "…", "size": 1234, "ort": { "sha256": "…", "size": 2345 },
- *     "variants": { "fp16": { "sha256": "…", "size": 617, "providers": ["tensorrt", "cuda"] } } } },
+ *     "variants": {
+ *       "fp16": { "sha256": "…", "size": 617, "precision": "fp16", "providers": ["tensorrt", "cuda"] },
+ *       "int8": { "sha256": "…", "size": 420, "precision": "int8", "runsOn": ["cpu"],
+ *         "ort": { "sha256": "…", "size": 900 }, "accuracy": { "inputs": "random", "relativeError": 0.01, … } } } } },
  *   "session": { "graphOptimizationLevel": "all", "executionProviders": ["tensorrt", "cuda", "cpu"] },
  *   "dynamicBatching": { "maxBatchSize": 32, "maxQueueDelayMs": 5, "maxQueueSize": 256 }
  * }
@@ -24,10 +27,41 @@ export interface ArtifactInfo {
   readonly size: number;
 }
 
-/** A precision variant of a version (e.g. FP16 for GPUs), stored as `<version>/model.<name>.onnx`. */
+/** What a precision variant holds: float16 compute, int8 weights (DynamicQuantizeMatMul), 4-bit weights (MatMulNBits). */
+export const VARIANT_PRECISIONS = ['fp16', 'int8', 'int4'] as const;
+export type VariantPrecision = (typeof VARIANT_PRECISIONS)[number];
+
+/** How far a variant answered from the float32 model when it was made (written by `models quantize`). */
+export interface VariantAccuracy {
+  /** `samples`: real inputs; `random`: seeded random inputs shaped from the model's dims. */
+  readonly inputs?: 'samples' | 'random';
+  readonly examples?: number;
+  readonly maxAbsError?: number;
+  readonly meanAbsError?: number;
+  /** `maxAbsError` as a fraction of the largest |float32 output|. */
+  readonly relativeError?: number;
+  /** The lowest cosine similarity of one example's output with the float32 one. */
+  readonly cosine?: number;
+  /** Where an output has class scores: the fraction of examples with the same arg-max. */
+  readonly top1Agreement?: number;
+}
+
+/**
+ * A precision variant of a version, stored as `<version>/model.<name>.onnx` (and `model.<name>.ort`).
+ * Two provider lists say who may serve it: `providers`, for which the loader picks it on its own (a GPU
+ * fp16 variant: `loadPlan` in model-loader.ts), and `runsOn`, what it is made for. A CPU variant (int8,
+ * int4) has `runsOn: ['cpu']` and no `providers`: it changes answers, so it is served only where a
+ * deployment chooses it by name, never because the instance happens to run on a CPU.
+ */
 export interface VariantInfo extends ArtifactInfo {
-  /** The execution providers this file is for, e.g. `['cuda', 'tensorrt']`. */
+  /** Providers the loader picks this variant for automatically, e.g. `['cuda', 'tensorrt']`; may be empty. */
   readonly providers: readonly string[];
+  /** Providers the file is made for; `providers` when config.json does not say. */
+  readonly runsOn: readonly string[];
+  readonly precision?: VariantPrecision;
+  /** The variant's ORT-format copy (`model.<name>.ort`), when the tool wrote one. */
+  readonly ort?: ArtifactInfo;
+  readonly accuracy?: VariantAccuracy;
 }
 
 export interface VersionInfo extends ArtifactInfo {
@@ -179,17 +213,71 @@ function readVariants(where: string, raw: unknown, problems: string[]): Record<s
       problems.push(`'${where}': variant name '${name}' must be lowercase letters, digits, '-' or '_'`);
       continue;
     }
-    const artifact = readArtifact(`${where}.${name}`, info, problems);
-    const providers = isObject(info) ? info.providers : undefined;
-    const ok =
-      Array.isArray(providers) &&
-      providers.length > 0 &&
-      providers.every((p) => typeof p === 'string' && p.length > 0);
-    if (!ok) problems.push(`'${where}.${name}.providers' must be a non-empty array of provider names`);
-    if (artifact === undefined || !ok) continue;
-    variants[name] = { ...artifact, providers: (providers as string[]).map((p) => p.toLowerCase()) };
+    const at = `${where}.${name}`;
+    const artifact = readArtifact(at, info, problems);
+    if (artifact === undefined || !isObject(info)) continue;
+    const providers = readProviderList(`${at}.providers`, info.providers, problems);
+    const runsOn = readProviderList(`${at}.runsOn`, info.runsOn, problems);
+    if (providers === null || runsOn === null) continue;
+    if ((providers ?? []).length === 0 && (runsOn ?? []).length === 0) {
+      problems.push(`'${at}' must list its providers ('providers' or 'runsOn')`);
+      continue;
+    }
+    let precision: VariantPrecision | undefined;
+    if (info.precision !== undefined) {
+      if ((VARIANT_PRECISIONS as readonly unknown[]).includes(info.precision)) {
+        precision = info.precision as VariantPrecision;
+      } else {
+        problems.push(`'${at}.precision' must be one of ${VARIANT_PRECISIONS.join(', ')}`);
+      }
+    }
+    const ort = info.ort === undefined ? undefined : readArtifact(`${at}.ort`, info.ort, problems);
+    const accuracy = readAccuracy(`${at}.accuracy`, info.accuracy, problems);
+    variants[name] = {
+      ...artifact,
+      providers: providers ?? [],
+      runsOn: runsOn ?? providers ?? [],
+      ...(precision === undefined ? {} : { precision }),
+      ...(ort === undefined ? {} : { ort }),
+      ...(accuracy === undefined ? {} : { accuracy }),
+    };
   }
   return variants;
+}
+
+/** A list of provider names, lower-cased; `undefined` when absent, `null` (reported) when malformed. */
+function readProviderList(where: string, raw: unknown, problems: string[]): string[] | undefined | null {
+  if (raw === undefined) return undefined;
+  if (!Array.isArray(raw) || !raw.every((p) => typeof p === 'string' && p.length > 0)) {
+    problems.push(`'${where}' must be an array of provider names`);
+    return null;
+  }
+  return raw.map((p: string) => p.toLowerCase());
+}
+
+const ACCURACY_NUMBERS = [
+  'examples',
+  'maxAbsError',
+  'meanAbsError',
+  'relativeError',
+  'cosine',
+  'top1Agreement',
+] as const;
+
+/** The figures of a variant's accuracy record that are numbers; other keys are the tool's business. */
+function readAccuracy(where: string, raw: unknown, problems: string[]): VariantAccuracy | undefined {
+  if (raw === undefined) return undefined;
+  if (!isObject(raw)) {
+    problems.push(`'${where}' must be an object`);
+    return undefined;
+  }
+  const accuracy: Record<string, unknown> = {};
+  if (raw.inputs === 'samples' || raw.inputs === 'random') accuracy.inputs = raw.inputs;
+  for (const key of ACCURACY_NUMBERS) {
+    const value = raw[key];
+    if (typeof value === 'number' && Number.isFinite(value)) accuracy[key] = value;
+  }
+  return accuracy as VariantAccuracy;
 }
 
 function readArtifact(where: string, raw: unknown, problems: string[]): ArtifactInfo | undefined {

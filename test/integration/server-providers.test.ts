@@ -149,10 +149,21 @@ describe('loadPlan', () => {
     ]);
   });
 
+  it('never picks a CPU variant on its own: int8 made for the CPU is served only where a deployment chooses it', () => {
+    const int8 = { sha256: 'c'.repeat(64), size: 3, precision: 'int8', runsOn: ['cpu'] };
+    const plan = loadPlan(
+      resolved({ sha256: 'a'.repeat(64), size: 10, variants: { fp16, int8 } }, ['cuda', 'cpu']),
+    );
+    expect(plan).toEqual([
+      { variant: 'fp16', format: 'onnx', sha256: 'b'.repeat(64), size: 5, providers: ['cuda'] },
+      { variant: undefined, format: 'onnx', sha256: 'a'.repeat(64), size: 10, providers: ['cpu'] },
+    ]);
+  });
+
   it('refuses a variant without providers or with a bad name in config.json', () => {
     expect(() =>
       resolved({ sha256: 'a'.repeat(64), size: 10, variants: { fp16: { ...fp16, providers: [] } } }, ['cpu']),
-    ).toThrow(/variants\.fp16\.providers' must be a non-empty array/);
+    ).toThrow(/variants\.fp16' must list its providers/);
     expect(() => resolved({ sha256: 'a'.repeat(64), size: 10, variants: { '../x': fp16 } }, ['cpu'])).toThrow(
       /variant name '\.\.\/x'/,
     );

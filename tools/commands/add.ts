@@ -4,7 +4,7 @@ import {
   parseModelConfig,
 } from '../../shared/core/model-config';
 import { compareVersions } from '../../shared/core/names';
-import { ARTIFACT_FILE } from '../../shared/core/ports';
+import { ARTIFACT_FILE, artifactFile } from '../../shared/core/ports';
 import { describeWarmupRun, type WarmupConfig, warmupToJson } from '../../shared/core/warmup';
 import { type ConfigJson, parseConfigJson, updateModelConfig, versionsOf } from '../repository/config-update';
 import {
@@ -35,6 +35,8 @@ import {
   ortCopyJson,
   ortCopyOptions,
 } from './optimize';
+import { precisionList, VARIANT_HELP, VARIANT_OPTIONS, variantSettings } from './quantize';
+import { formatVariant, type PreparedVariant, prepareVariants, variantEntry } from './variant';
 import {
   WARMUP_HELP,
   WARMUP_OPTIONS,
@@ -74,14 +76,20 @@ ${WARMUP_HELP}
   --optimize               also write the ORT-format copy, as 'optimize' does, before anything is stored
                            (--level, --measure-runs and --check-dim apply with --optimize only)
 ${OPTIMIZE_HELP}
+  --variants <list>        also make precision variants, as 'quantize --to' does, e.g. int8,int4: each is
+                           measured against the model and checked against its bounds before anything is
+                           stored (and gets its ORT copy with --optimize)
+${VARIANT_HELP}
   --json                   print the result as JSON
 ${REPOSITORY_HELP}`,
   options: {
     ...REPOSITORY_OPTIONS,
     ...OPTIMIZE_OPTIONS,
     ...WARMUP_OPTIONS,
+    ...VARIANT_OPTIONS,
     model: { type: 'string' },
     version: { type: 'string' },
+    variants: { type: 'string' },
     'max-batch-size': { type: 'string' },
     default: { type: 'boolean' },
     optimize: { type: 'boolean' },
@@ -105,6 +113,9 @@ ${REPOSITORY_HELP}`,
     }
     const settings = ortCopyOptions(args);
     const asked = await warmupOption(args);
+    const variantList = stringOption(args, 'variants');
+    const variantPlan =
+      variantList === undefined ? undefined : variantSettings(args, precisionList(variantList, 'variants'));
 
     const { bytes, info } = await readOnnxFile(file);
     assertSupported(info);
@@ -139,6 +150,16 @@ ${REPOSITORY_HELP}`,
       const copy = optimize
         ? await buildOrtCopy(bytes, { label, session, ...settings, log: context.err })
         : undefined;
+      const variants: PreparedVariant[] =
+        variantPlan === undefined
+          ? []
+          : await prepareVariants(bytes, variantPlan.requests, {
+              ...variantPlan.context,
+              label,
+              session,
+              ortCopy: optimize,
+              log: context.err,
+            });
 
       const written: string[] = [];
       try {
@@ -149,11 +170,20 @@ ${REPOSITORY_HELP}`,
           await writer.putVersionFile(model, version, ARTIFACT_FILE.ort, copy.bytes);
           written.push(ARTIFACT_FILE.ort);
         }
+        for (const variant of variants) {
+          await writer.putVersionFile(model, version, artifactFile('onnx', variant.name), variant.bytes);
+          written.push(artifactFile('onnx', variant.name));
+          if (variant.ort !== undefined) {
+            await writer.putVersionFile(model, version, artifactFile('ort', variant.name), variant.ort.bytes);
+            written.push(artifactFile('ort', variant.name));
+          }
+        }
         await updateModelConfig(writer, model, (latest) =>
           withVersion(model, version, latest, { sha256: info.sha256, size: info.size }, copy, {
             maxBatchSize,
             makeDefault: args.values.default === true,
             warmup: asked?.warmup,
+            variants,
           }),
         );
       } catch (error) {
@@ -176,6 +206,9 @@ ${REPOSITORY_HELP}`,
           signature,
           warmup: warmupToJson(session.warmup),
           ...(copy === undefined ? {} : { ort: ortCopyJson(model, version, writer.location, copy) }),
+          ...(variants.length === 0
+            ? {}
+            : { variants: Object.fromEntries(variants.map((v) => [v.name, variantEntry(v)])) }),
         };
         context.out(JSON.stringify(result, null, 2));
         return;
@@ -188,6 +221,8 @@ ${REPOSITORY_HELP}`,
         `  warm-up: ${describeWarmup(session.warmup, signature)}${asked === undefined ? '' : ' (written to config.json session.warmup)'}`,
       ];
       if (copy !== undefined) lines.push(...formatOrtCopy(copy, info.size));
+      for (const variant of variants)
+        lines.push(`  ${variant.name} variant:`, ...formatVariant(variant, info.size));
       context.out(lines.join('\n'));
     } finally {
       writer.close();
@@ -262,13 +297,22 @@ function withVersion(
   current: ConfigJson | undefined,
   onnx: { sha256: string; size: number },
   copy: OrtCopy | undefined,
-  options: { maxBatchSize: number | undefined; makeDefault: boolean; warmup: WarmupConfig | undefined },
+  options: {
+    maxBatchSize: number | undefined;
+    makeDefault: boolean;
+    warmup: WarmupConfig | undefined;
+    variants: readonly PreparedVariant[];
+  },
 ): ConfigJson {
   const versions = versionsOf(current);
   if (versions[version] !== undefined) {
     throw new VersionExistsError(`${model} version ${version} was added by another writer meanwhile`);
   }
-  const entry = copy === undefined ? onnx : { ...onnx, ort: { sha256: copy.sha256, size: copy.size } };
+  const entry: ConfigJson =
+    copy === undefined ? { ...onnx } : { ...onnx, ort: { sha256: copy.sha256, size: copy.size } };
+  if (options.variants.length > 0) {
+    entry.variants = Object.fromEntries(options.variants.map((v) => [v.name, variantEntry(v)]));
+  }
   const base = current ?? {
     name: model,
     platform: 'onnxruntime_onnx',

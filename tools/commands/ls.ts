@@ -1,4 +1,4 @@
-import { parseModelConfig, resolveVersion } from '../../shared/core/model-config';
+import { parseModelConfig, resolveVersion, type VariantInfo } from '../../shared/core/model-config';
 import { compareVersions } from '../../shared/core/names';
 import type { ModelRepositoryWriter } from '../repository/model-repository-writer';
 import {
@@ -10,6 +10,7 @@ import {
   table,
   UsageError,
 } from './command';
+import { formatPercent } from './variant-accuracy';
 
 export interface ListedVersion {
   readonly version: string;
@@ -17,7 +18,53 @@ export interface ListedVersion {
   readonly sha256: string;
   /** The ORT-format copy's size, when there is one. */
   readonly ortSize?: number;
-  readonly variants?: readonly string[];
+  readonly variants?: readonly ListedVariant[];
+}
+
+/** A precision variant of a version, with its sizes and the accuracy recorded when it was made. */
+export interface ListedVariant {
+  readonly name: string;
+  readonly precision?: string;
+  readonly size: number;
+  readonly ortSize?: number;
+  /** Max |error| as a fraction of the largest |float32 output|, cosine, top-1 agreement (see `quantize`). */
+  readonly relativeError?: number;
+  readonly cosine?: number;
+  readonly top1Agreement?: number;
+  readonly inputs?: 'samples' | 'random';
+  readonly runsOn: readonly string[];
+  /** Providers the loader picks it for on its own; empty: served only where a deployment chooses it. */
+  readonly providers: readonly string[];
+}
+
+function listedVariant(name: string, info: VariantInfo): ListedVariant {
+  const a = info.accuracy;
+  return {
+    name,
+    ...(info.precision === undefined ? {} : { precision: info.precision }),
+    size: info.size,
+    ...(info.ort === undefined ? {} : { ortSize: info.ort.size }),
+    ...(a?.relativeError === undefined ? {} : { relativeError: a.relativeError }),
+    ...(a?.cosine === undefined ? {} : { cosine: a.cosine }),
+    ...(a?.top1Agreement === undefined ? {} : { top1Agreement: a.top1Agreement }),
+    ...(a?.inputs === undefined ? {} : { inputs: a.inputs }),
+    runsOn: info.runsOn,
+    providers: info.providers,
+  };
+}
+
+/** `max error 0.89%, cosine 0.9999, top-1 100% (random inputs); cpu, chosen per deployment`. */
+export function describeVariant(v: ListedVariant): string {
+  const figures: string[] = [];
+  if (v.relativeError !== undefined) figures.push(`max error ${formatPercent(v.relativeError)}`);
+  if (v.cosine !== undefined) figures.push(`cosine ${v.cosine.toFixed(4)}`);
+  if (v.top1Agreement !== undefined) figures.push(`top-1 ${formatPercent(v.top1Agreement)}`);
+  const accuracy =
+    figures.length === 0
+      ? 'accuracy not recorded'
+      : `${figures.join(', ')}${v.inputs === undefined ? '' : ` (${v.inputs === 'samples' ? 'samples' : 'random inputs'})`}`;
+  const who = v.providers.length > 0 ? `picked for ${v.providers.join(', ')}` : 'chosen per deployment';
+  return `${accuracy}; ${v.runsOn.join(', ')}, ${who}`;
 }
 
 export interface ListedModel {
@@ -44,7 +91,7 @@ export async function listRepository(writer: ModelRepositoryWriter): Promise<Lis
         .sort(compareVersions)
         .map((version) => {
           const info = config.versions[version];
-          const variants = Object.keys((info as { variants?: object } | undefined)?.variants ?? {});
+          const variants = Object.entries(info?.variants ?? {}).map(([n, v]) => listedVariant(n, v));
           return {
             version,
             size: info?.size ?? 0,
@@ -90,8 +137,18 @@ export function formatListing(location: string, models: readonly ListedModel[]):
         formatBytes(v.size),
         v.ortSize === undefined ? '-' : formatBytes(v.ortSize),
         isDefault ? (model.defaultFrom === 'config' ? 'default' : 'default (highest)') : '',
-        `${v.sha256.slice(0, 16)}…${v.variants === undefined ? '' : `  variants: ${v.variants.join(', ')}`}`,
+        `${v.sha256.slice(0, 16)}…`,
       ]);
+      for (const variant of v.variants ?? []) {
+        rows.push([
+          '',
+          `  ${variant.name}`,
+          formatBytes(variant.size),
+          variant.ortSize === undefined ? '-' : formatBytes(variant.ortSize),
+          '',
+          describeVariant(variant),
+        ]);
+      }
     }
   }
   return `${location}\n${table(rows)}`;
@@ -103,7 +160,9 @@ export const lsCommand: Command = {
   help: `Usage: onnx-serve-models ls --repo <location> [--json]
 
 Lists every model (a folder or prefix with a config.json): each version with the size of model.onnx and of
-its ORT-format copy, the version served by default (defaultVersion, else the highest) and the sha256.
+its ORT-format copy, the version served by default (defaultVersion, else the highest) and the sha256; under
+it, each precision variant (quantize) with its sizes, the accuracy recorded when it was made and who
+serves it.
 
 Options:
   --json   print the listing as JSON

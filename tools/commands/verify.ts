@@ -35,7 +35,7 @@ export interface VerifyReport {
   readonly ok: boolean;
 }
 
-/** The files a config.json records for each version: model.onnx, model.ort, and precision variants. */
+/** The files a config.json records for each version: model.onnx, model.ort, precision variants and their ORT copies. */
 function recordedFiles(
   config: ConfigJson,
 ): { version: string; file: string; sha256: string; size: number }[] {
@@ -51,7 +51,11 @@ function recordedFiles(
     if (entry.ort !== undefined) add(ARTIFACT_FILE.ort, entry.ort);
     const variants = entry.variants;
     if (typeof variants === 'object' && variants !== null) {
-      for (const [name, info] of Object.entries(variants)) add(`model.${name}.onnx`, info);
+      for (const [name, info] of Object.entries(variants)) {
+        add(`model.${name}.onnx`, info);
+        const ort = (info as ConfigJson | null)?.ort;
+        if (ort !== undefined) add(`model.${name}.ort`, ort);
+      }
     }
   }
   return files;
