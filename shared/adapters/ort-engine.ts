@@ -3,7 +3,8 @@
  * signature from onnxruntime's metadata, and tensors converted both ways.
  */
 import * as ort from 'onnxruntime-node';
-import { InvalidInputError, ModelLoadError } from '../core/errors';
+import { InputRejectedError, ModelLoadError } from '../core/errors';
+import { printable } from '../core/names';
 import type {
   ArtifactFormat,
   EngineSessionOptions,
@@ -109,7 +110,7 @@ export class OrtEngine implements InferenceEngine {
       const zeroCopy = artifact.format === 'ort' && options.useModelBytesDirectly;
       return new OrtModel(session, signature, provider, fallbacks, zeroCopy ? artifact.bytes : undefined);
     }
-    const reasons = fallbacks.map((f) => `${f.provider}: ${f.error.message}`).join('; ');
+    const reasons = fallbacks.map((f) => `${f.provider}: ${withoutNativeDetail(f.error.message)}`).join('; ');
     throw new ModelLoadError(`onnxruntime could not create the session (${reasons})`, {
       cause: fallbacks.at(-1)?.error,
     });
@@ -188,8 +189,9 @@ class OrtModel implements OrtLoadedModel {
       for (const [name, tensor] of Object.entries(feeds)) ortFeeds[name] = toOrtTensor(tensor);
       results = await this.#session.run(ortFeeds, fetches);
     } catch (error) {
-      // What onnxruntime rejects at run time is the request's data (a shape or type the graph refuses).
-      throw new InvalidInputError(toError(error).message, { cause: error });
+      // What onnxruntime rejects at run time is the request's data (a shape or value the graph refuses).
+      // Its text names C++ files and functions: clients get our wording, logs get the original (cause).
+      throw new InputRejectedError(runErrorMessage(toError(error).message), { cause: error });
     } finally {
       for (const tensor of Object.values(ortFeeds)) tensor.dispose();
     }
@@ -262,6 +264,47 @@ function fromOrtTensor(name: string, value: ort.Tensor): Tensor {
   return { datatype, shape: [...value.dims], data };
 }
 
+const NODE_FAILURE =
+  /^Non-zero status code returned while running (\S+) node\. Name:'([^']*)' Status Message: ([\s\S]*)$/;
+// `/onnxruntime_src/onnxruntime/core/providers/cpu/tensor/reshape_helper.h:91 `
+const SOURCE_LOCATION = /(?:[A-Za-z]:)?[\w./\\-]*\.(?:cc|cpp|cxx|c|h|hpp|cu|cuh|inc):\d+\s*/g;
+// `void onnxruntime::BroadcastIterator::Append(ptrdiff_t, ptrdiff_t) `
+const CXX_SIGNATURE = /(?:[\w<>,&*]+\s+)?[\w~]+(?:::[\w~]+)+(?:<[^()]*>)?\([^()]*\)(?:\s*const)?\s*/g;
+// `input_shape_size == requested_shape_size was false. `: the failed C++ check itself
+const FAILED_CHECK = /[^.]*?\bwas false\.\s*/g;
+const NATIVE_DETAIL = /::|\.(?:cc|cpp|cxx|h|hpp|cu|cuh)\b|onnxruntime_src|\/onnxruntime\//;
+
+/**
+ * onnxruntime's message without its native detail (source paths and lines, C++ signatures, failed
+ * checks), on one line and at most 300 characters; `undefined` when nothing safe is left.
+ */
+export function withoutNativeDetail(message: string): string {
+  const text = message
+    .replace(SOURCE_LOCATION, '')
+    .replace(CXX_SIGNATURE, '')
+    .replace(FAILED_CHECK, '')
+    .replace(/\s+/g, ' ')
+    .trim();
+  if (text === '' || NATIVE_DETAIL.test(text)) return 'onnxruntime refused it (details are in the logs)';
+  return printable300(text);
+}
+
+/** The client's message for a run onnxruntime refused: the node and op that refused, and why. */
+export function runErrorMessage(message: string): string {
+  const node = NODE_FAILURE.exec(message);
+  if (node === null) return `the model cannot run on these inputs: ${withoutNativeDetail(message)}`;
+  const [, op = '', name = '', status = ''] = node;
+  return `the model cannot run on these inputs: its ${printable(op)} node '${printable(name)}' refused them: ${withoutNativeDetail(status)}`;
+}
+
+function printable300(text: string): string {
+  const cleaned = text.replace(/[^\x20-\x7e]/g, '?');
+  return cleaned.length > 300 ? `${cleaned.slice(0, 297)}...` : cleaned;
+}
+
 function toError(value: unknown): Error {
-  return value instanceof Error ? value : new Error(String(value));
+  if (value instanceof Error) return value;
+  // An Error of another realm (a test runner's, a worker's) fails instanceof but has its message.
+  const message = (value as { message?: unknown } | null)?.message;
+  return new Error(typeof message === 'string' ? message : String(value), { cause: value });
 }

@@ -2,13 +2,13 @@
  * The messages between {@link WorkerOrtEngine} and its worker (`ort-worker.ts`), and the two things both
  * sides do to them: tensors packed for transfer, errors flattened to plain objects and rebuilt.
  */
-import { InvalidInputError, ModelLoadError } from '../core/errors';
+import { InputRejectedError, InvalidInputError, ModelLoadError } from '../core/errors';
 import type { ArtifactFormat, EngineSessionOptions } from '../core/ports';
 import type { ModelSignature, Tensor, TensorData } from '../core/tensor';
 
 /** An error as it crosses the thread boundary; `kind` picks the class it is rebuilt as. */
 export interface WireError {
-  readonly kind: 'invalid-input' | 'model-load' | 'other';
+  readonly kind: 'input-rejected' | 'invalid-input' | 'model-load' | 'other';
   readonly name: string;
   readonly message: string;
   readonly cause?: WireError;
@@ -86,7 +86,13 @@ export function toWireError(error: unknown, depth = 0): WireError {
   const e = error instanceof Error ? error : new Error(String(error));
   // Classes are told apart here, where `instanceof` works: bundlers may rename them, so no `name` tests.
   const kind =
-    e instanceof InvalidInputError ? 'invalid-input' : e instanceof ModelLoadError ? 'model-load' : 'other';
+    e instanceof InputRejectedError
+      ? 'input-rejected'
+      : e instanceof InvalidInputError
+        ? 'invalid-input'
+        : e instanceof ModelLoadError
+          ? 'model-load'
+          : 'other';
   const wire = { kind, name: e.name, message: e.message } as const;
   return e.cause === undefined || depth >= 4 ? wire : { ...wire, cause: toWireError(e.cause, depth + 1) };
 }
@@ -94,6 +100,7 @@ export function toWireError(error: unknown, depth = 0): WireError {
 /** Rebuilds a {@link WireError} as the class it was thrown as. */
 export function fromWireError(wire: WireError): Error {
   const options = wire.cause === undefined ? undefined : { cause: fromWireError(wire.cause) };
+  if (wire.kind === 'input-rejected') return new InputRejectedError(wire.message, options);
   if (wire.kind === 'invalid-input') return new InvalidInputError(wire.message, options);
   if (wire.kind === 'model-load') return new ModelLoadError(wire.message, options);
   const error = new Error(wire.message, options);

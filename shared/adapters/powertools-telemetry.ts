@@ -39,6 +39,14 @@ export class PowertoolsTelemetry implements Telemetry {
         );
         m?.addMetric('WarmupFailures', MetricUnit.Count, 1);
         return;
+      case 'input-rejected':
+        // A client error, but the vendor's reason (C++ location and check) is only here, not in the answer.
+        this.logger.warn('onnxruntime refused a request', {
+          model: event.model,
+          version: event.version,
+          error: event.error,
+        });
+        return;
       case 'provider-fallback':
         // Not an error: the model still loads on a later provider (e.g. CPU where CUDA is missing).
         this.logger.warn('execution provider could not load the model, trying the next one', {

@@ -160,6 +160,7 @@ export class PrometheusTelemetry implements Telemetry {
         this.#evictions.inc({ model: event.model });
         return;
       case 'disk-cache-write-failed':
+      case 'input-rejected':
       case 'inference':
         return;
     }

@@ -32,6 +32,13 @@ export class InvalidInputError extends ServingError {
   override readonly status = 400;
 }
 
+/**
+ * The engine refused a request's tensors at run time, after our validation passed (e.g. an index out of
+ * an embedding's range). The message is the adapter's, free of native detail; the vendor's text is the
+ * `cause`, for logs only. Its code stays `invalid_input`: to the client it is a bad input like any other.
+ */
+export class InputRejectedError extends InvalidInputError {}
+
 /** A body, tensor or batch larger than the configured caps. */
 export class PayloadTooLargeError extends ServingError {
   override readonly code = 'payload_too_large';

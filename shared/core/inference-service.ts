@@ -3,7 +3,7 @@
  * (loading it on first use), validate the request against the session's signature, run, and shape the
  * answer. It knows nothing of HTTP or Lambda.
  */
-import { ModelLoadError } from './errors';
+import { InputRejectedError, ModelLoadError } from './errors';
 import type { Lease, ModelCache } from './model-cache';
 import type { ModelLoader } from './model-loader';
 import type { ModelRegistry, ResolvedModel } from './model-registry';
@@ -166,11 +166,24 @@ export class InferenceService {
     requested: readonly string[] | undefined,
     signal: AbortSignal | undefined,
   ): Promise<InferOutput[]> {
-    const feeds = validateInputs(inputs, model.signature, resolved.config.maxBatchSize, this.#limits);
+    const feeds = validateInputs(inputs, model.signature, resolved.config, this.#limits);
     // An empty list means every output, as an absent one does (OIP); onnxruntime refuses empty fetches.
     const fetches = validateOutputs(requested, model.signature);
     const started = this.#clock();
-    const results = await this.#runner(model, resolved, feeds, fetches, signal);
+    let results: Record<string, Tensor>;
+    try {
+      results = await this.#runner(model, resolved, feeds, fetches, signal);
+    } catch (error) {
+      if (error instanceof InputRejectedError) {
+        this.#telemetry.emit({
+          type: 'input-rejected',
+          model: resolved.config.name,
+          version: resolved.version,
+          error,
+        });
+      }
+      throw error;
+    }
     this.#telemetry.emit({
       type: 'inference',
       model: resolved.config.name,

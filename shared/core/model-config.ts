@@ -18,8 +18,9 @@
  */
 import { deepFreeze } from './deep-freeze';
 import { ModelConfigError } from './errors';
-import { compareVersions, isValidVersion } from './names';
+import { compareVersions, isValidVersion, printable } from './names';
 import { GRAPH_OPTIMIZATION_LEVELS, type GraphOptimizationLevel } from './ports';
+import { MAX_RANK } from './tensor';
 import { DEFAULT_WARMUP, parseWarmup, type WarmupConfig } from './warmup';
 
 export interface ArtifactInfo {
@@ -101,6 +102,12 @@ export interface ModelConfig {
   readonly versions: Readonly<Record<string, VersionInfo>>;
   readonly session: ModelSessionConfig;
   readonly dynamicBatching: DynamicBatchingConfig | undefined;
+  /**
+   * Per input name, the dims that may be 0 (an empty batch or sequence), for models that take empty
+   * tensors: `{"input_ids": [1]}`. Every other zero-extent dim is refused before onnxruntime sees it.
+   * A null-prototype object: looked up with input names that come from clients.
+   */
+  readonly emptyDims: Readonly<Record<string, readonly number[]>>;
 }
 
 export const DEFAULT_SESSION_CONFIG: ModelSessionConfig = Object.freeze({
@@ -161,6 +168,7 @@ function readModelConfig(model: string, raw: unknown, problems: string[]): Model
   }
   const session = readSession(raw.session, problems);
   const dynamicBatching = readDynamicBatching(raw.dynamicBatching, maxBatchSize, problems);
+  const emptyDims = readEmptyDims(raw.emptyDims, problems);
   return deepFreeze({
     name: model,
     platform: 'onnxruntime_onnx',
@@ -169,7 +177,33 @@ function readModelConfig(model: string, raw: unknown, problems: string[]): Model
     versions,
     session,
     dynamicBatching,
+    emptyDims,
   });
+}
+
+function readEmptyDims(raw: unknown, problems: string[]): Record<string, readonly number[]> {
+  const emptyDims = Object.create(null) as Record<string, readonly number[]>;
+  if (raw === undefined) return emptyDims;
+  if (!isObject(raw)) {
+    problems.push(`'emptyDims' must be an object of input name -> dims that may be 0, e.g. {"x": [0]}`);
+    return emptyDims;
+  }
+  for (const [name, dims] of Object.entries(raw)) {
+    const ok =
+      name.length > 0 &&
+      Array.isArray(dims) &&
+      dims.length > 0 &&
+      dims.every((d) => Number.isSafeInteger(d) && d >= 0 && d < MAX_RANK) &&
+      new Set(dims).size === dims.length;
+    if (!ok) {
+      problems.push(
+        `'emptyDims.${printable(name)}' must be a non-empty list of distinct dim indices (0 to ${MAX_RANK - 1})`,
+      );
+      continue;
+    }
+    emptyDims[name] = [...(dims as number[])];
+  }
+  return emptyDims;
 }
 
 function readVersions(raw: unknown, problems: string[]): Record<string, VersionInfo> {

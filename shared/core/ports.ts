@@ -134,6 +134,13 @@ export type ServingEvent =
       readonly error: Error;
     }
   | {
+      /** The engine refused a validated request at run time; `error.cause` holds the vendor's text. */
+      readonly type: 'input-rejected';
+      readonly model: string;
+      readonly version: string;
+      readonly error: Error;
+    }
+  | {
       readonly type: 'model-load-failed';
       readonly model: string;
       readonly version: string;

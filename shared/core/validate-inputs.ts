@@ -5,33 +5,54 @@
 import { InvalidInputError, PayloadTooLargeError } from './errors';
 import { printable } from './names';
 import type { CodecLimits, InferInput, RequestedOutput } from './protocol/infer-types';
-import { elementCount, type ModelSignature, type Tensor } from './tensor';
+import { boundingCount, elementCount, type ModelSignature, type Tensor } from './tensor';
 
 export type { CodecLimits } from './protocol/infer-types';
 
 /**
- * The feeds for the engine: `inputs` by name, once each has been checked against `signature`.
+ * What a model's config.json says about the shapes its inputs may take beyond the signature.
+ * {@link ModelConfig} has both fields, so a resolved model's config can be passed as it is.
+ */
+export interface InputRules {
+  /** The model's `maxBatchSize`; 0 means no batch limit. */
+  readonly maxBatchSize: number;
+  /**
+   * Per input name, the dims that may be 0 (config.json `emptyDims`); every other zero-extent dim is
+   * refused. Own properties only: input names come from clients.
+   */
+  readonly emptyDims?: Readonly<Record<string, readonly number[]>>;
+}
+
+/**
+ * The feeds for the engine: `inputs` by name, once each has been checked against `signature`, so that
+ * onnxruntime (native code, where a bad shape can end the process) only ever sees shapes we decided on.
  *
  * Rules, each an {@link InvalidInputError} (400) naming the input: no unknown and no duplicate input,
  * every model input present, datatype equal to the model's, rank equal, every fixed dim (not -1) equal,
+ * no dim 0 unless the model fixes that dim at 0 or `rules.emptyDims` lists it (an empty tensor reaching a
+ * graph that does not expect one can crash onnxruntime: a transformer encoder raised SIGFPE on an empty
+ * sequence), dims that share a symbolic name in the model (`batch`, `seq`) equal across and within inputs,
  * data length equal to the shape's element count, and, when `maxBatchSize` > 0, the batch (dim 0 of
  * inputs whose model dim 0 is dynamic) at most `maxBatchSize`. Inputs whose model dim 0 is fixed have no
  * batch axis there (e.g. a recurrent state `[2, batch, 128]`) and are held to that fixed dim instead.
- * An element count over `limits.maxTensorElements` is a {@link PayloadTooLargeError} (413).
+ * A shape whose dims (zero dims taken as 1) span more than `limits.maxTensorElements` elements is a
+ * {@link PayloadTooLargeError} (413).
  *
- * @param maxBatchSize - the model's `maxBatchSize` from config.json; 0 means no batch limit
  * @example
- * const feeds = validateInputs(request.inputs, model.signature, config.maxBatchSize, limits);
+ * const feeds = validateInputs(request.inputs, model.signature, resolved.config, limits);
  * await model.run(feeds, validateOutputs(request.outputs, model.signature));
  */
 export function validateInputs(
   inputs: readonly InferInput[],
   signature: ModelSignature,
-  maxBatchSize: number,
+  rules: InputRules,
   limits?: CodecLimits,
 ): Record<string, Tensor> {
+  const { maxBatchSize } = rules;
   // A null prototype: input names come from clients and must never reach Object.prototype.
   const feeds = Object.create(null) as Record<string, Tensor>;
+  // Symbolic dim name -> the value the first input that has it gave, and where.
+  const symbols = new Map<string, { value: number; where: string }>();
   const known = signature.inputs.map((s) => s.name).join(', ');
   for (const input of inputs) {
     const where = `input '${printable(input.name)}'`;
@@ -50,21 +71,48 @@ export function validateInputs(
         `${where}: shape ${got} has rank ${input.shape.length} but the model takes rank ${spec.shape.length} ${expected}`,
       );
     }
+    const bound = boundingCount(input.shape);
+    if (limits !== undefined && bound > limits.maxTensorElements) {
+      const count = elementCount(input.shape);
+      const holds =
+        count === bound ? `holds ${count} elements` : `spans ${bound} elements (its empty dims aside)`;
+      throw new PayloadTooLargeError(
+        `${where}: shape ${got} ${holds}, over the limit of ${limits.maxTensorElements}`,
+      );
+    }
+    const allowedEmpty =
+      rules.emptyDims !== undefined && Object.hasOwn(rules.emptyDims, input.name)
+        ? rules.emptyDims[input.name]
+        : undefined;
     for (let d = 0; d < spec.shape.length; d++) {
       const want = spec.shape[d] as number;
       const dim = input.shape[d] as number;
+      if (!Number.isSafeInteger(dim) || dim < 0) {
+        throw new InvalidInputError(`${where}: dim ${d} is ${dim}, not a non-negative integer`);
+      }
       if (want >= 0 && dim !== want) {
         throw new InvalidInputError(
           `${where}: dim ${d} is ${dim} but the model takes ${want} (shape ${expected})`,
         );
       }
+      if (dim === 0 && want !== 0 && !(allowedEmpty?.includes(d) ?? false)) {
+        throw new InvalidInputError(
+          `${where}: dim ${d} is 0 (an empty tensor, shape ${got}); this model does not take empty ${d === 0 ? 'batches' : 'dims'} there (config.json 'emptyDims' can allow it)`,
+        );
+      }
+      const symbol = spec.dims?.[d];
+      if (typeof symbol === 'string' && symbol !== '') {
+        const seen = symbols.get(symbol);
+        if (seen === undefined) {
+          symbols.set(symbol, { value: dim, where: `${where} dim ${d}` });
+        } else if (seen.value !== dim) {
+          throw new InvalidInputError(
+            `${where}: dim ${d} ('${printable(symbol)}') is ${dim} but ${seen.where} ('${printable(symbol)}') is ${seen.value}: the model names both '${printable(symbol)}', so they must be equal`,
+          );
+        }
+      }
     }
     const count = elementCount(input.shape);
-    if (limits !== undefined && count > limits.maxTensorElements) {
-      throw new PayloadTooLargeError(
-        `${where}: shape ${got} holds ${count} elements, over the limit of ${limits.maxTensorElements}`,
-      );
-    }
     if (input.data.length !== count) {
       throw new InvalidInputError(
         `${where}: shape ${got} holds ${count} elements but data has ${input.data.length}`,

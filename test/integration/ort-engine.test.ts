@@ -3,8 +3,8 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
-import { OrtEngine, type OrtLoadedModel } from '../../shared/adapters/ort-engine';
-import { InvalidInputError, ModelLoadError } from '../../shared/core/errors';
+import { OrtEngine, type OrtLoadedModel, runErrorMessage } from '../../shared/adapters/ort-engine';
+import { InputRejectedError, InvalidInputError, ModelLoadError } from '../../shared/core/errors';
 import { parseModelConfig } from '../../shared/core/model-config';
 import type { ArtifactFormat, EngineSessionOptions } from '../../shared/core/ports';
 import { DATATYPES, type Tensor } from '../../shared/core/tensor';
@@ -27,6 +27,8 @@ import { ENGINE_OPTIONS, fp32, SMALL_MLP, sampleData } from '../support/engine-f
 import { expectClose } from '../support/golden';
 
 const MLP = SMALL_MLP;
+/** What must never reach a client: source files, C++ names, the build's path. */
+const NATIVE = /\.(?:cc|h|cpp)\b|::|onnxruntime_src/;
 
 const engine = new OrtEngine({ defaultIntraOpThreads: 1 });
 const loaded: OrtLoadedModel[] = [];
@@ -125,6 +127,10 @@ describe('OrtEngine', () => {
         ENGINE_OPTIONS,
       );
       await expect(attempt).rejects.toThrow(ModelLoadError);
+      // The message (exposed in a 503) keeps onnxruntime's reason but not its source paths.
+      const error = (await attempt.catch((e: unknown) => e)) as Error;
+      expect(error.message).toMatch(/^onnxruntime could not create the session \(cpu: /);
+      expect(error.message).not.toMatch(NATIVE);
     });
 
     it('fails with ModelLoadError when no provider is configured', async () => {
@@ -267,6 +273,39 @@ describe('OrtEngine', () => {
       await expect(model.run({ a: ok, b: short })).rejects.toThrow(InvalidInputError);
       await expect(model.run({ a: ok, b: wrongType })).rejects.toThrow(InvalidInputError);
       await expect(model.run({ a: ok })).rejects.toThrow(InvalidInputError);
+    });
+
+    it('answers a run onnxruntime refuses without its C++ detail, which stays in the cause for logs', async () => {
+      const model = await load(buildAddModel());
+      const error = await model
+        .run({ a: fp32([2, 4], () => 1), b: fp32([3, 4], () => 1) })
+        .catch((e: unknown) => e as Error);
+      expect(error).toBeInstanceOf(InputRejectedError);
+      expect(error.message).toMatch(
+        /^the model cannot run on these inputs: its Add node '[^']*' refused them: .*broadcast/,
+      );
+      expect(error.message).not.toMatch(NATIVE);
+      expect((error.cause as Error).message).toMatch(/element_wise_ops\.h:\d+/);
+    });
+
+    it.each([
+      [
+        "Non-zero status code returned while running Reshape node. Name:'/enc/Reshape_4' Status Message: /onnxruntime_src/onnxruntime/core/providers/cpu/tensor/reshape_helper.h:91 onnxruntime::ReshapeHelper::ReshapeHelper(const onnxruntime::TensorShape&, onnxruntime::TensorShapeVector&, bool) input_shape_size == requested_shape_size was false. The input tensor cannot be reshaped to the requested shape. Input shape:{5,0,8}, requested shape:{5,16}\n",
+        "the model cannot run on these inputs: its Reshape node '/enc/Reshape_4' refused them: The input tensor cannot be reshaped to the requested shape. Input shape:{5,0,8}, requested shape:{5,16}",
+      ],
+      [
+        "Non-zero status code returned while running Gather node. Name:'/embed/Gather' Status Message: indices element out of data bounds, idx=1000 must be within the inclusive range [-100,99]",
+        "the model cannot run on these inputs: its Gather node '/embed/Gather' refused them: indices element out of data bounds, idx=1000 must be within the inclusive range [-100,99]",
+      ],
+      [
+        'Something failed in /build/onnxruntime/core/x.cc:12 in onnxruntime::Foo::Bar',
+        'the model cannot run on these inputs: Something failed in in onnxruntime refused it (details are in the logs)',
+      ],
+    ])('words an onnxruntime message for clients: %#', (message, expected) => {
+      const clean = runErrorMessage(message);
+      expect(clean).not.toMatch(NATIVE);
+      if (!expected.includes('details are in the logs')) expect(clean).toBe(expected);
+      else expect(clean).toMatch(/details are in the logs\)$/);
     });
 
     it('classifies with the real text-direction model: [N, 2] softmax rows', async () => {

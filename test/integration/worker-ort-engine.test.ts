@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { OrtEngine } from '../../shared/adapters/ort-engine';
 import { WorkerOrtEngine } from '../../shared/adapters/worker-ort-engine';
-import { InvalidInputError, ModelLoadError } from '../../shared/core/errors';
+import { InputRejectedError, InvalidInputError, ModelLoadError } from '../../shared/core/errors';
 import type { LoadedModel } from '../../shared/core/ports';
 import { DATATYPES, type Tensor } from '../../shared/core/tensor';
 import {
+  buildAddModel,
   buildLinearModel,
   buildMlpModel,
   buildTypedIdentityModel,
@@ -233,6 +234,17 @@ describe('WorkerOrtEngine', () => {
       await expect(model.run({})).rejects.toThrow(InvalidInputError);
       // The session survives a refused request.
       expect((await model.run({ x: fp32([1, LINEAR_IN], () => 0) })).y?.shape).toEqual([1, 2]);
+    });
+
+    it('brings a refused run back as InputRejectedError without native detail, the vendor text as its cause', async () => {
+      const model = await load(engine, buildAddModel());
+      const error = (await model
+        .run({ a: fp32([2, 4], () => 1), b: fp32([3, 4], () => 1) })
+        .catch((e: unknown) => e)) as Error;
+      expect(error).toBeInstanceOf(InputRejectedError);
+      expect(error.message).toMatch(/^the model cannot run on these inputs: its Add node/);
+      expect(error.message).not.toMatch(/\.(?:cc|h)\b|::|onnxruntime_src/);
+      expect((error.cause as Error).message).toMatch(/element_wise_ops\.h/);
     });
 
     // Ordering, not timing: a chain of setImmediate hops runs to its end while the worker computes; with

@@ -1,10 +1,10 @@
-import { ModelLoadError } from '../../shared/core/errors';
+import { InputRejectedError, ModelLoadError } from '../../shared/core/errors';
 import { InferenceService } from '../../shared/core/inference-service';
 import { ModelCache } from '../../shared/core/model-cache';
 import { ModelLoader } from '../../shared/core/model-loader';
 import { ModelRegistry } from '../../shared/core/model-registry';
 import type { LoadedModel } from '../../shared/core/ports';
-import { FakeEngine, FakeStore } from '../support/fakes';
+import { FakeEngine, FakeStore, RecordingTelemetry } from '../support/fakes';
 
 function setup() {
   const store = new FakeStore();
@@ -48,6 +48,31 @@ describe('InferenceService', () => {
       });
       expect(fetched).toEqual([undefined]);
       expect(answer.outputs.map((o) => o.name)).toEqual(['y']);
+    });
+
+    it('reports a run the engine refused as an input-rejected event, with the vendor text as cause', async () => {
+      const store = new FakeStore();
+      store.addVersion('m', '1', Buffer.from('bytes'), { session: { warmup: false } });
+      const engine = new FakeEngine();
+      const telemetry = new RecordingTelemetry();
+      const service = new InferenceService({
+        registry: new ModelRegistry({ store, configTtlMs: 60_000 }),
+        cache: new ModelCache({ maxBytes: 1 << 20 }),
+        loader: new ModelLoader({ store, engine }),
+        limits: { maxTensorElements: 1000 },
+        telemetry,
+      });
+      await service.load('m');
+      const vendor = new Error('/onnxruntime_src/x.cc:1 onnxruntime::F() failed');
+      (engine.loaded[0] as LoadedModel).run = async () => {
+        throw new InputRejectedError('the model cannot run on these inputs', { cause: vendor });
+      };
+      await expect(
+        service.infer('m', undefined, { inputs: [x], binaryOutputDefault: false }),
+      ).rejects.toThrow('the model cannot run on these inputs');
+      const [event] = telemetry.ofType('input-rejected');
+      expect(event).toMatchObject({ model: 'm', version: '1' });
+      expect(event?.error.cause).toBe(vendor);
     });
 
     it('loads afresh after a run reports its session broken (a load error), and releases the broken one', async () => {

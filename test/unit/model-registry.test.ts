@@ -75,6 +75,31 @@ describe('ModelRegistry', () => {
       },
     );
 
+    it('reads emptyDims per input into a null-prototype object, and reports bad entries', () => {
+      const version = { sha256: 'a'.repeat(64), size: 1 };
+      const config = parseModelConfig(
+        'm',
+        `{"versions": ${JSON.stringify({ '1': version })}, "emptyDims": {"input_ids": [1], "__proto__": [0]}}`,
+      );
+      expect(config.emptyDims.input_ids).toEqual([1]);
+      expect(Object.getPrototypeOf(config.emptyDims)).toBeNull();
+      expect(Object.keys(config.emptyDims)).toEqual(['input_ids', '__proto__']);
+      expect(parseModelConfig('m', JSON.stringify({ versions: { '1': version } })).emptyDims).toEqual({});
+      for (const emptyDims of [
+        [0],
+        { x: [] },
+        { x: [-1] },
+        { x: [0, 0] },
+        { x: [1.5] },
+        { x: [32] },
+        { x: 0 },
+      ]) {
+        expect(() =>
+          parseModelConfig('m', JSON.stringify({ versions: { '1': version }, emptyDims })),
+        ).toThrow(/'emptyDims/);
+      }
+    });
+
     it('reports a malformed config.json with every problem', async () => {
       const { store, registry } = setup();
       store.configs.set(

@@ -261,7 +261,7 @@ function finish(
   source: () => string,
 ): ParsedRecord {
   const fed = batched ? tensors.map((t) => ({ ...t, shape: [1, ...t.shape] })) : tensors;
-  validateInputs(fed, options.signature, options.maxBatchSize, options.limits);
+  validateInputs(fed, options.signature, { maxBatchSize: options.maxBatchSize }, options.limits);
   const inputs: InferInput[] = [];
   const key: string[] = [];
   let bytes = 0;
