@@ -370,7 +370,7 @@ export function warmupFeeds(signature: ModelSignature, sample?: WarmupSample): R
     };
   });
   try {
-    return validateInputs(inputs, signature, 0);
+    return validateInputs(inputs, signature, { maxBatchSize: 0 });
   } catch (error) {
     throw new WarmupError(`warm-up ${(error as Error).message}`, { cause: error });
   }
