@@ -14,9 +14,12 @@ import { type InferEvent, toHttpRequest, toResult } from './api-gateway-event';
 /** Builds the handler around a runtime; tests pass one built from a config object. */
 export function createInferHandler(runtime: Runtime) {
   const chain = middy<InferEvent, APIGatewayProxyResult, Error, Context>().handler(async (event, context) => {
-    const request = toHttpRequest(event);
+    const budget = context.getRemainingTimeInMillis() - runtime.config.timeoutMarginMs;
+    // The timer answers while the request waits on I/O (a download); a run holds the thread, so runs are
+    // admitted against the deadline instead (shared/core/deadline.ts).
+    const deadline = { at: runtime.clock() + budget, budgetMs: budget };
+    const request = { ...toHttpRequest(event), deadline };
     try {
-      const budget = context.getRemainingTimeInMillis() - runtime.config.timeoutMarginMs;
       return toResult(await withDeadline(runtime.app(request), budget, 'the inference request'));
     } catch (error) {
       return toResult(

@@ -3,6 +3,7 @@
  * `/predict`, over a protocol-neutral request and response. The Lambda door and the node:http server
  * only translate their event shapes to {@link HttpRequest} and back.
  */
+import type { Deadline } from './deadline';
 import {
   InvalidInputError,
   MethodNotAllowedError,
@@ -26,6 +27,8 @@ export interface HttpRequest {
   readonly body: Uint8Array;
   /** Aborts when the client is gone (the node:http door); queued work for it is then dropped. */
   readonly signal?: AbortSignal | undefined;
+  /** When the answer must be ready (the Lambda door); a run that cannot end before it is refused (504). */
+  readonly deadline?: Deadline | undefined;
 }
 
 export interface HttpResponse {
@@ -126,7 +129,7 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
           req.headers['inference-header-content-length'],
           service.limits,
         );
-        const response = await service.infer(modelOf(p), p.version, decoded, req.signal);
+        const response = await service.infer(modelOf(p), p.version, decoded, req.signal, req.deadline);
         const encoded = encodeInferResponse(response, decoded);
         return { status: 200, headers: encoded.headers, body: encoded.body };
       },
@@ -141,6 +144,7 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
           p.version,
           (signature) => decodePredictRequest(req.body, signature, service.limits),
           req.signal,
+          req.deadline,
         );
         return { status: 200, headers: { ...JSON_HEADERS }, body: encodePredictResponse(result.outputs) };
       },

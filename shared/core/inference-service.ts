@@ -3,6 +3,7 @@
  * (loading it on first use), validate the request against the session's signature, run, and shape the
  * answer. It knows nothing of HTTP or Lambda.
  */
+import { admitRun, type Deadline } from './deadline';
 import { InputRejectedError, ModelLoadError } from './errors';
 import type { Lease, ModelCache } from './model-cache';
 import type { ModelLoader } from './model-loader';
@@ -10,6 +11,7 @@ import type { ModelRegistry, ResolvedModel } from './model-registry';
 import type { Clock, LoadedModel, Telemetry } from './ports';
 import { NO_TELEMETRY } from './ports';
 import type { InferInput, InferOutput, InferRequest, InferResponse } from './protocol/infer-types';
+import { RunTimeEstimator, shapeKey } from './run-time-estimator';
 import type { ModelSignature, Tensor, TensorSpec } from './tensor';
 import { type CodecLimits, validateInputs, validateOutputs } from './validate-inputs';
 
@@ -43,6 +45,12 @@ export interface InferenceServiceOptions {
   readonly runner?: Runner;
   readonly telemetry?: Telemetry;
   readonly clock?: Clock;
+  /**
+   * Run times per model version and shapes: every run is recorded, and a request with a deadline is
+   * refused before its run when the estimate says it cannot end in time. Share it with the loader so
+   * warm-up runs count.
+   */
+  readonly runTimes?: RunTimeEstimator;
 }
 
 export class InferenceService {
@@ -53,6 +61,7 @@ export class InferenceService {
   readonly #runner: Runner;
   readonly #telemetry: Telemetry;
   readonly #clock: Clock;
+  readonly #runTimes: RunTimeEstimator;
 
   constructor(options: InferenceServiceOptions) {
     this.#registry = options.registry;
@@ -62,6 +71,7 @@ export class InferenceService {
     this.#runner = options.runner ?? DIRECT_RUNNER;
     this.#telemetry = options.telemetry ?? NO_TELEMETRY;
     this.#clock = options.clock ?? (() => performance.now());
+    this.#runTimes = options.runTimes ?? new RunTimeEstimator();
   }
 
   get limits(): CodecLimits {
@@ -122,12 +132,16 @@ export class InferenceService {
     return this.withModel(name, version, async (model) => model.signature);
   }
 
-  /** Validates and runs a decoded request; `signal` aborts when the client is gone. */
+  /**
+   * Validates and runs a decoded request; `signal` aborts when the client is gone. With a `deadline`, the
+   * run starts only if it is expected to end before it ({@link admitRun}), else a 504 is thrown unrun.
+   */
   async infer(
     name: string,
     version: string | undefined,
     request: InferRequest,
     signal?: AbortSignal,
+    deadline?: Deadline,
   ): Promise<InferResponse> {
     return this.withModel(name, version, async (model, resolved) => {
       const outputs = await this.#run(
@@ -136,6 +150,7 @@ export class InferenceService {
         request.inputs,
         request.outputs?.map((o) => o.name),
         signal,
+        deadline,
       );
       return {
         modelName: name,
@@ -152,10 +167,11 @@ export class InferenceService {
     version: string | undefined,
     build: (signature: ModelSignature) => InferInput[],
     signal?: AbortSignal,
+    deadline?: Deadline,
   ): Promise<{ version: string; outputs: InferOutput[] }> {
     return this.withModel(name, version, async (model, resolved) => ({
       version: resolved.version,
-      outputs: await this.#run(model, resolved, build(model.signature), undefined, signal),
+      outputs: await this.#run(model, resolved, build(model.signature), undefined, signal, deadline),
     }));
   }
 
@@ -165,30 +181,37 @@ export class InferenceService {
     inputs: InferInput[],
     requested: readonly string[] | undefined,
     signal: AbortSignal | undefined,
+    deadline: Deadline | undefined,
   ): Promise<InferOutput[]> {
     const feeds = validateInputs(inputs, model.signature, resolved.config, this.#limits);
     // An empty list means every output, as an absent one does (OIP); onnxruntime refuses empty fetches.
     const fetches = validateOutputs(requested, model.signature);
+    const name = resolved.config.name;
+    if (deadline !== undefined) {
+      admitRun(
+        this.#runTimes.estimate(name, resolved.version, feeds),
+        deadline,
+        this.#clock(),
+        () => `model '${name}' version ${resolved.version} on ${shapeKey(feeds)}`,
+      );
+    }
     const started = this.#clock();
     let results: Record<string, Tensor>;
     try {
       results = await this.#runner(model, resolved, feeds, fetches, signal);
     } catch (error) {
       if (error instanceof InputRejectedError) {
-        this.#telemetry.emit({
-          type: 'input-rejected',
-          model: resolved.config.name,
-          version: resolved.version,
-          error,
-        });
+        this.#telemetry.emit({ type: 'input-rejected', model: name, version: resolved.version, error });
       }
       throw error;
     }
+    const ms = this.#clock() - started;
+    this.#runTimes.observe(name, resolved.version, feeds, ms);
     this.#telemetry.emit({
       type: 'inference',
-      model: resolved.config.name,
+      model: name,
       version: resolved.version,
-      ms: this.#clock() - started,
+      ms,
       batch: batchOf(feeds),
     });
     const names = fetches ?? model.signature.outputs.map((o) => o.name);

@@ -18,6 +18,7 @@ import type {
   Telemetry,
 } from './ports';
 import { NO_TELEMETRY } from './ports';
+import type { RunTimeEstimator } from './run-time-estimator';
 import { runWarmup } from './warmup';
 
 export interface ModelLoaderOptions {
@@ -26,6 +27,8 @@ export interface ModelLoaderOptions {
   readonly diskCache?: ArtifactCache | undefined;
   readonly telemetry?: Telemetry;
   readonly clock?: Clock;
+  /** Records the warm-up run's time: a model's first estimate (see {@link RunTimeEstimator}). */
+  readonly runTimes?: RunTimeEstimator | undefined;
 }
 
 export class ModelLoader {
@@ -34,6 +37,7 @@ export class ModelLoader {
   readonly #diskCache: ArtifactCache | undefined;
   readonly #telemetry: Telemetry;
   readonly #clock: Clock;
+  readonly #runTimes: RunTimeEstimator | undefined;
   readonly #pendingWrites = new Set<Promise<void>>();
 
   constructor(options: ModelLoaderOptions) {
@@ -42,6 +46,7 @@ export class ModelLoader {
     this.#diskCache = options.diskCache;
     this.#telemetry = options.telemetry ?? NO_TELEMETRY;
     this.#clock = options.clock ?? performanceNow;
+    this.#runTimes = options.runTimes;
   }
 
   /**
@@ -141,7 +146,17 @@ export class ModelLoader {
     const { config, version } = resolved;
     const warmup = config.session.warmup;
     try {
-      await runWarmup(model, warmup);
+      // Each warm-up run is timed: the first estimates of the model's run time (run-time-estimator.ts).
+      const timed: Pick<LoadedModel, 'run' | 'signature'> = {
+        signature: model.signature,
+        run: async (feeds, outputs) => {
+          const started = this.#clock();
+          const results = await model.run(feeds, outputs);
+          this.#runTimes?.observe(config.name, version, feeds, this.#clock() - started);
+          return results;
+        },
+      };
+      await runWarmup(timed, warmup);
     } catch (error) {
       if (warmup.mode === 'default') {
         this.#telemetry.emit({ type: 'warmup-failed', model: config.name, version, error: asError(error) });

@@ -22,7 +22,8 @@ import { combineTelemetry } from '../core/metrics/combine-telemetry';
 import { ModelCache } from '../core/model-cache';
 import { ModelLoader } from '../core/model-loader';
 import { ModelRegistry } from '../core/model-registry';
-import type { InferenceEngine, ModelStore, Telemetry } from '../core/ports';
+import type { Clock, InferenceEngine, ModelStore, Telemetry } from '../core/ports';
+import { RunTimeEstimator } from '../core/run-time-estimator';
 import { SERVER_INFO } from './server-info';
 
 export interface Runtime {
@@ -39,6 +40,8 @@ export interface Runtime {
   readonly prometheus: PrometheusTelemetry | undefined;
   /** The dynamic batcher, when asked for with `dynamicBatching`. */
   readonly batcher: DynamicBatcher | undefined;
+  /** The clock of the service, the loader and the app: request deadlines are times on it. */
+  readonly clock: Clock;
 }
 
 /** Replaceable parts, for tests and for doors that add their own (e.g. a batching runner). */
@@ -59,6 +62,8 @@ export interface RuntimeParts {
    * off: one request per instance gains nothing from a free event loop, and a worker only adds copies.
    */
   readonly workerEngine?: boolean;
+  /** Milliseconds for timings and deadlines (default `performance.now`); tests inject their own. */
+  readonly clock?: Clock;
 }
 
 export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): Runtime {
@@ -84,13 +89,18 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
     (parts.workerEngine && config.engineThread === 'worker'
       ? new WorkerOrtEngine(engineOptions)
       : new OrtEngine(engineOptions));
-  const loader = new ModelLoader({ store, engine, diskCache, telemetry });
+  const clock = parts.clock ?? (() => performance.now());
+  // One estimator for the loader's warm-up runs and the service's runs.
+  const runTimes = new RunTimeEstimator();
+  const loader = new ModelLoader({ store, engine, diskCache, telemetry, clock, runTimes });
   const service = new InferenceService({
     registry,
     cache,
     loader,
     limits: { maxTensorElements: config.limits.maxTensorElements },
     telemetry,
+    clock,
+    runTimes,
     ...(runner === undefined ? {} : { runner }),
   });
   const app = createHttpApp({
@@ -100,10 +110,24 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
     pinnedModel: config.pinnedModel,
     ...(parts.isReady === undefined ? {} : { isReady: parts.isReady }),
     telemetry,
+    clock,
     onUnexpectedError: (error, request) =>
       logger.error('request failed', { error: error as Error, path: request.path }),
   });
-  return { config, store, registry, cache, loader, service, app, logger, metrics, prometheus, batcher };
+  return {
+    config,
+    store,
+    registry,
+    cache,
+    loader,
+    service,
+    app,
+    logger,
+    metrics,
+    prometheus,
+    batcher,
+    clock,
+  };
 }
 
 export function createStore(config: ServingConfig): ModelStore {

@@ -1,0 +1,208 @@
+/**
+ * The Lambda door's deadline promise with the real onnxruntime-node and a real CNN (PaddleOCR's
+ * text-direction classifier) fed a large image: onnxruntime runs on the calling thread, so a run that
+ * starts holds the thread past any timer. The door must decide before the run. Assertions are about
+ * causality (no run was started for a refused request), never about wall-clock durations.
+ */
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { APIGatewayProxyResult } from 'aws-lambda';
+import { createInferHandler } from '../../functions/infer/handler';
+import { FileModelStore } from '../../shared/adapters/file-model-store';
+import { OrtEngine } from '../../shared/adapters/ort-engine';
+import { parseConfig } from '../../shared/core/config';
+import type { InferenceEngine, LoadedModel, ModelStore } from '../../shared/core/ports';
+import { encodeInferRequest } from '../../shared/core/protocol/oip-codec';
+import { createRuntime } from '../../shared/runtime/runtime';
+import { textDirectionModelPath } from '../../tools/sample-models';
+import { apiEvent, lambdaContext } from '../support/api-gateway';
+import { RecordingTelemetry } from '../support/fakes';
+import { sha256 } from '../support/model-repository';
+
+const MARGIN_MS = 250;
+
+let root: string;
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'lambda-deadline-'));
+  const onnx = await readFile(textDirectionModelPath());
+  await mkdir(join(root, 'cls', '1'), { recursive: true });
+  await writeFile(join(root, 'cls', '1', 'model.onnx'), onnx);
+  const versions = { '1': { sha256: sha256(onnx), size: onnx.byteLength } };
+  await writeFile(
+    join(root, 'cls', 'config.json'),
+    JSON.stringify({ name: 'cls', maxBatchSize: 4, versions }),
+  );
+});
+
+afterAll(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+/** The real engine, counting the runs it is asked for (warm-up runs included). */
+class CountingEngine implements InferenceEngine {
+  runs = 0;
+  readonly #inner = new OrtEngine({ defaultIntraOpThreads: 1 });
+
+  async load(...args: Parameters<InferenceEngine['load']>): Promise<LoadedModel> {
+    const model = await this.#inner.load(...args);
+    return {
+      signature: model.signature,
+      provider: model.provider,
+      run: (feeds, outputs) => {
+        this.runs += 1;
+        return model.run(feeds, outputs);
+      },
+      release: () => model.release(),
+    };
+  }
+}
+
+/**
+ * The infer door over the real file store and engine. `clock` is the handler's clock: `skewMs` moves it
+ * forward, as a slow download would, without the test sleeping.
+ */
+function harness(
+  wrapStore: (store: ModelStore, skew: (ms: number) => void) => ModelStore = (s) => s,
+  env: Record<string, string> = {},
+) {
+  let skewMs = 0;
+  const clock = () => performance.now() + skewMs;
+  const config = parseConfig(
+    {
+      ONNX_SERVE_MODEL_REPOSITORY: root,
+      ONNX_SERVE_DISK_CACHE_MB: '0',
+      ONNX_SERVE_TIMEOUT_MARGIN_MS: String(MARGIN_MS),
+      ONNX_SERVE_LOG_LEVEL: 'SILENT',
+      ...env,
+    },
+    { memoryBytes: 2 ** 30, availableParallelism: 1, tmpDir: root },
+  );
+  const engine = new CountingEngine();
+  const telemetry = new RecordingTelemetry();
+  const store = wrapStore(new FileModelStore(root), (ms) => {
+    skewMs += ms;
+  });
+  const handler = createInferHandler(createRuntime(config, { store, engine, telemetry, clock }));
+  const invoke = async (side: number, remainingMs: number) => {
+    const encoded = encodeInferRequest(
+      {
+        inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 3, side, side], data: image(side) }],
+        binaryOutputDefault: false,
+      },
+      { binaryInputs: true },
+    );
+    const event = apiEvent('http-v2', 'POST', '/v2/models/cls/infer', {
+      body: encoded.body,
+      headers: encoded.headers,
+    });
+    return (await handler(event, lambdaContext(remainingMs))) as APIGatewayProxyResult;
+  };
+  /** The service's own measure of the last request run (its `inference` event). */
+  const lastRunMs = () => telemetry.ofType('inference').at(-1)?.ms ?? Number.NaN;
+  return { engine, telemetry, invoke, lastRunMs };
+}
+
+/** A deterministic RGB image, values in [0, 1). */
+function image(side: number): Float32Array {
+  const data = new Float32Array(3 * side * side);
+  for (let i = 0; i < data.length; i++) data[i] = (i % 251) / 251;
+  return data;
+}
+
+const errorOf = (result: APIGatewayProxyResult) => (JSON.parse(result.body) as { error: string }).error;
+
+describe('infer handler deadline (real onnxruntime, a real CNN, a large image)', () => {
+  it('answers 504 without starting a run that its observed run time says cannot end before the deadline', async () => {
+    const h = harness();
+    // A 512x512 image: 3 MB of binary tensor data, 4.2 MB of base64 in the event, within Lambda's 6 MB.
+    expect((await h.invoke(512, 30_000)).statusCode).toBe(200);
+    const observed = h.lastRunMs();
+    expect(observed).toBeGreaterThan(0);
+    const runs = h.engine.runs;
+
+    // Less time left than the run took: the run would end after the deadline.
+    const late = await h.invoke(512, MARGIN_MS + Math.floor(observed / 2));
+    expect(late.statusCode).toBe(504);
+    expect(errorOf(late)).toMatch(
+      /^a run of model 'cls' version 1 on x\[1,3,512,512\] is expected to take about \d+ ms \(the longest of its recent runs on x\[1,3,512,512\]\), more than the \d+ ms left before the deadline; nothing was run/,
+    );
+    // Decided before the run: the engine was not asked to run.
+    expect(h.engine.runs).toBe(runs);
+
+    // With time enough the same request runs, on the same instance.
+    expect((await h.invoke(512, 30_000)).statusCode).toBe(200);
+    expect(h.engine.runs).toBe(runs + 1);
+  });
+
+  it('bounds a smaller image by the larger one it has run, and runs it when the time covers that', async () => {
+    const h = harness();
+    expect((await h.invoke(512, 30_000)).statusCode).toBe(200);
+    const observed = h.lastRunMs();
+    const runs = h.engine.runs;
+    const refused = await h.invoke(256, MARGIN_MS + Math.floor(observed / 2));
+    expect(refused.statusCode).toBe(504);
+    expect(errorOf(refused)).toMatch(/on x\[1,3,256,256\] is expected .*the larger x\[1,3,512,512\]/);
+    expect(h.engine.runs).toBe(runs);
+    expect((await h.invoke(256, MARGIN_MS + Math.ceil(observed) * 4 + 1000)).statusCode).toBe(200);
+  });
+
+  it('refuses a larger image on a time scaled from a smaller one when time went elsewhere, and runs it when only the whole budget could tell', async () => {
+    let configReadMs = 0;
+    const h = harness(
+      (store, skew) => ({
+        location: store.location,
+        readConfig: async (model, etag) => {
+          const read = await store.readConfig(model, etag);
+          skew(configReadMs);
+          return read;
+        },
+        listModels: () => store.listModels(),
+        readArtifact: (...args) => store.readArtifact(...args),
+      }),
+      { ONNX_SERVE_CONFIG_TTL_SECONDS: '0' },
+    );
+    expect((await h.invoke(256, 30_000)).statusCode).toBe(200);
+    const observed = h.lastRunMs();
+    const runs = h.engine.runs;
+
+    // A config.json re-read "takes" 10 s of an invocation that had 10 s plus the 256 image's run time:
+    // 4 times the elements are expected to take about 4 times as long, more than is left.
+    configReadMs = 10_000;
+    const refused = await h.invoke(512, MARGIN_MS + 10_000 + Math.floor(observed));
+    expect(refused.statusCode).toBe(504);
+    expect(errorOf(refused)).toMatch(
+      /on x\[1,3,512,512\] is expected to take about \d+ ms \(scaled by element count from recent runs on x\[1,3,256,256\]\)/,
+    );
+    expect(h.engine.runs).toBe(runs);
+
+    // An invocation whose whole time is below that guess: refusing would refuse this image on every
+    // invocation, so it runs and its time becomes known.
+    configReadMs = 0;
+    expect((await h.invoke(512, MARGIN_MS + 2 * Math.ceil(observed) + 1)).statusCode).toBe(200);
+    expect(h.engine.runs).toBe(runs + 1);
+  });
+
+  it('answers 504 without a run when loading the model on a cold start used up the time', async () => {
+    // The download "takes" 10 s on the handler's clock; the invocation had 5 s.
+    const h = harness((store, skew) => ({
+      location: store.location,
+      readConfig: (model, etag) => store.readConfig(model, etag),
+      listModels: () => store.listModels(),
+      readArtifact: async (...args) => {
+        const bytes = await store.readArtifact(...args);
+        skew(10_000);
+        return bytes;
+      },
+    }));
+    const result = await h.invoke(512, MARGIN_MS + 5_000);
+    expect(result.statusCode).toBe(504);
+    expect(errorOf(result)).toMatch(
+      /^no time is left before the deadline for a run of model 'cls' version 1 on x\[1,3,512,512\] .*; nothing was run$/,
+    );
+    // The warm-up run of the load, and no run for the request.
+    expect(h.engine.runs).toBe(1);
+    expect(h.telemetry.ofType('inference')).toHaveLength(0);
+  });
+});
