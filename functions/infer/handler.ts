@@ -9,7 +9,7 @@ import type { APIGatewayProxyResult, Context } from 'aws-lambda';
 import { withDeadline } from '../../shared/core/deadline';
 import { errorResponse } from '../../shared/core/http-app';
 import { configFromEnv, createRuntime, type Runtime } from '../../shared/runtime/runtime';
-import { type InferEvent, toHttpRequest, toResult } from './api-gateway-event';
+import { type InferEvent, oversizeResponse, toHttpRequest, toResult } from './api-gateway-event';
 
 /** Builds the handler around a runtime; tests pass one built from a config object. */
 export function createInferHandler(runtime: Runtime) {
@@ -19,13 +19,22 @@ export function createInferHandler(runtime: Runtime) {
     // admitted against the deadline instead (shared/core/deadline.ts).
     const deadline = { at: runtime.clock() + budget, budgetMs: budget };
     const request = { ...toHttpRequest(event), deadline };
+    const onUnexpected = (e: unknown) => runtime.logger.error('request failed', { error: e as Error });
+    let result: APIGatewayProxyResult;
     try {
-      return toResult(await withDeadline(runtime.app(request), budget, 'the inference request'));
+      result = toResult(await withDeadline(runtime.app(request), budget, 'the inference request'));
     } catch (error) {
-      return toResult(
-        errorResponse(error, request, (e) => runtime.logger.error('request failed', { error: e as Error })),
-      );
+      result = toResult(errorResponse(error, request, onUnexpected));
     }
+    // Over Lambda's response limit the runtime would fail the invocation and the client would get a
+    // bodiless gateway error: answer 413 with the reason instead.
+    const tooLarge = oversizeResponse(result);
+    if (tooLarge === undefined) return result;
+    runtime.logger.warn('response over the Lambda payload limit', {
+      path: request.path,
+      reason: tooLarge.message,
+    });
+    return toResult(errorResponse(tooLarge, request, onUnexpected));
   });
   chain.use(injectLambdaContext(runtime.logger));
   if (runtime.metrics !== undefined) chain.use(logMetrics(runtime.metrics, { captureColdStartMetric: true }));

@@ -45,6 +45,15 @@ export class PayloadTooLargeError extends ServingError {
   override readonly status = 413;
 }
 
+/**
+ * An answer larger than its door can deliver (a Lambda response over the synchronous payload limit). The
+ * message says the size, the limit and how to ask for less.
+ */
+export class ResponseTooLargeError extends ServingError {
+  override readonly code = 'response_too_large';
+  override readonly status = 413;
+}
+
 /** A route that does not exist. */
 export class RouteNotFoundError extends ServingError {
   override readonly code = 'route_not_found';
