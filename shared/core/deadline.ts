@@ -55,9 +55,12 @@ export function admitRun(
 ): void {
   const left = deadline.at - now;
   if (left <= 0) {
+    const why =
+      deadline.budgetMs <= 0
+        ? 'the request arrived with no time left'
+        : `the ${Math.round(deadline.budgetMs)} ms the request had went to reading it and loading the model`;
     throw new InferenceTimeoutError(
-      `no time is left before the deadline for a run of ${run()} (the ${Math.round(deadline.budgetMs)} ms ` +
-        `the request had went to loading the model); nothing was run`,
+      `no time is left before the deadline for a run of ${run()} (${why}); nothing was run`,
     );
   }
   if (estimate === undefined || estimate.ms <= left) return;

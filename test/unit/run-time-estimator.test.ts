@@ -88,8 +88,13 @@ describe('admitRun', () => {
     );
   });
 
-  it('refuses any run when no time is left', () => {
-    expect(() => admitRun(undefined, deadline, 1_000, run)).toThrow(/no time is left before the deadline/);
+  it('refuses any run when no time is left, saying where the time went', () => {
+    expect(() => admitRun(undefined, deadline, 1_000, run)).toThrow(
+      "no time is left before the deadline for a run of model 'm' version 1 on x[8,10] (the 1000 ms the request had went to reading it and loading the model); nothing was run",
+    );
+    expect(() => admitRun(undefined, { at: 990, budgetMs: -10 }, 1_000, run)).toThrow(
+      /\(the request arrived with no time left\); nothing was run$/,
+    );
   });
 
   it('refuses on a larger shape’s time even beyond the whole budget, but not on a scaled guess beyond it', () => {
