@@ -29,6 +29,12 @@ export interface ModelRegistryOptions {
   readonly clock?: Clock;
 }
 
+/** How {@link ModelRegistry.resolve} reads config.json. */
+export interface ReadOptions {
+  /** Read it now, past the TTL and the missing-name cache. */
+  readonly fresh?: boolean;
+}
+
 export class ModelRegistry {
   readonly #store: ModelStore;
   readonly #ttlMs: number;
@@ -52,11 +58,15 @@ export class ModelRegistry {
     return this.#store.location;
   }
 
-  /** The version a request for `model` (and `version`, if given) is served from. */
-  async resolve(model: string, version?: string): Promise<ResolvedModel> {
+  /**
+   * The version a request for `model` (and `version`, if given) is served from. `fresh` reads config.json
+   * now (conditionally, when one is cached), past the TTL and the missing-name cache: for a caller that
+   * must tell a model that is missing from one that was missing a moment ago (batch jobs).
+   */
+  async resolve(model: string, version?: string, options: ReadOptions = {}): Promise<ResolvedModel> {
     assertModelName(model);
     if (version !== undefined) assertVersion(model, version);
-    const config = await this.getConfig(model);
+    const config = await this.getConfig(model, options);
     const chosen = resolveVersion(config, version);
     const info = chosen === undefined ? undefined : config.versions[chosen];
     if (chosen === undefined || info === undefined) {
@@ -68,13 +78,16 @@ export class ModelRegistry {
     return { config, version: chosen, format: 'onnx', sha256: info.sha256, size: info.size };
   }
 
-  /** The parsed config.json of `model`, fresh within the TTL. */
-  async getConfig(model: string): Promise<ModelConfig> {
+  /** The parsed config.json of `model`, fresh within the TTL (or read now, with `fresh`). */
+  async getConfig(model: string, options: ReadOptions = {}): Promise<ModelConfig> {
     assertModelName(model);
     const cached = this.#configs.get(model);
-    if (cached !== undefined && this.#clock() - cached.checkedAt < this.#ttlMs) return cached.config;
+    const fresh = options.fresh === true;
+    if (!fresh && cached !== undefined && this.#clock() - cached.checkedAt < this.#ttlMs)
+      return cached.config;
     const missingSince = this.#missing.get(model);
-    if (missingSince !== undefined && this.#clock() - missingSince < this.#ttlMs) throw notFound(model);
+    if (!fresh && missingSince !== undefined && this.#clock() - missingSince < this.#ttlMs)
+      throw notFound(model);
     let read = this.#reads.get(model);
     if (read === undefined) {
       read = this.#read(model, cached).finally(() => this.#reads.delete(model));

@@ -141,6 +141,21 @@ describe('ModelRegistry', () => {
       expect(store.count('config:later')).toBe(2);
     });
 
+    it('reads config.json now when asked for fresh, past the missing-name cache and the TTL', async () => {
+      const { store, registry } = setup();
+      await expect(registry.resolve('late')).rejects.toBeInstanceOf(ModelNotFoundError);
+      store.addVersion('late', '1', Buffer.from('v1'));
+      await expect(registry.resolve('late')).rejects.toBeInstanceOf(ModelNotFoundError);
+      expect(store.count('config:late')).toBe(1);
+      expect((await registry.resolve('late', undefined, { fresh: true })).version).toBe('1');
+      expect(store.count('config:late')).toBe(2);
+      // A version published within the TTL: a fresh read asks (conditionally) and finds it.
+      store.addVersion('late', '2', Buffer.from('v2'));
+      await expect(registry.resolve('late', '2')).rejects.toBeInstanceOf(ModelNotFoundError);
+      expect((await registry.resolve('late', '2', { fresh: true })).version).toBe('2');
+      expect(store.count('config:late')).toBe(3);
+    });
+
     it('shares one config read between concurrent requests', async () => {
       const { store, registry } = setup();
       store.addVersion('m', '1', Buffer.from('a'));
