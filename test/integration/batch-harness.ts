@@ -6,11 +6,12 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Context } from 'aws-lambda';
 import { onnx } from 'onnx-proto';
 import { createBatchHandler } from '../../functions/batch/handler';
 import { S3ModelStore } from '../../shared/adapters/s3-model-store';
+import { S3ObjectIo } from '../../shared/adapters/s3-object-io';
 import type { BatchResult } from '../../shared/core/batch/batch-job';
 import type { Continuation, ContinuationPayload } from '../../shared/core/batch/ports';
 import { parseConfig } from '../../shared/core/config';
@@ -109,14 +110,24 @@ export interface BatchHarness {
 }
 
 /**
- * A batch runtime on the server with `env` on top of the defaults of these tests, and `parts` (e.g. the
- * client of a local Step Functions endpoint).
+ * Replaceable parts of a {@link batchHarness}: the S3 client, and runtime parts (e.g. the client of a local
+ * Step Functions endpoint).
  */
+export interface BatchHarnessOptions extends Pick<BatchRuntimeParts, 'stepFunctionsClient'> {
+  /**
+   * The client for the model repository and the batch objects, e.g. a fault proxy's
+   * (test/support/fault-proxy.ts); default the server's own.
+   */
+  readonly client?: S3Client;
+}
+
+/** A batch runtime on the server with `env` on top of the defaults of these tests. */
 export async function batchHarness(
   s3: S3Server,
   env: Record<string, string> = {},
-  parts: Pick<BatchRuntimeParts, 'stepFunctionsClient'> = {},
+  options: BatchHarnessOptions = {},
 ): Promise<BatchHarness> {
+  const { client = s3.client, ...parts } = options;
   const work = await mkdtemp(join(tmpdir(), 'batch-'));
   const config = parseConfig(
     {
@@ -125,6 +136,8 @@ export async function batchHarness(
       ONNX_SERVE_BATCH_INPUT_PREFIX: INPUT_PREFIX,
       ONNX_SERVE_BATCH_OUTPUT_PREFIX: OUTPUT_PREFIX,
       ONNX_SERVE_LOG_LEVEL: 'SILENT',
+      // A missing model is read again without the product's pauses (2 s, doubling).
+      ONNX_SERVE_BATCH_MODEL_RECHECK_MS: '1',
       ...env,
     },
     { memoryBytes: 2 ** 30, availableParallelism: 1, tmpDir: work },
@@ -140,8 +153,9 @@ export async function batchHarness(
     },
   };
   const batch = createBatchRuntime(config, {
-    store: new S3ModelStore({ client: s3.client, bucket: s3.bucket, prefix: MODEL_PREFIX }),
-    s3Client: s3.client,
+    store: new S3ModelStore({ client, bucket: s3.bucket, prefix: MODEL_PREFIX }),
+    // Resumes of a broken input read wait 1 ms, not the product's 250 ms doubling.
+    objects: new S3ObjectIo({ client, readRetryDelayMs: 1 }),
     continuation,
     ...parts,
   });

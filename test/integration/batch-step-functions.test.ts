@@ -17,6 +17,7 @@ import {
   type Services,
   type StateMachine,
 } from '../support/asl-interpreter';
+import { type FaultProxy, startFaultProxy } from '../support/fault-proxy';
 import { expectClose } from '../support/golden';
 import { type S3Server, startS3Server } from '../support/s3-server';
 import {
@@ -36,14 +37,17 @@ import {
 
 let s3: S3Server;
 let events: EventLog;
+let proxy: FaultProxy;
 
 beforeAll(async () => {
   s3 = await startS3Server({ bucket: 'data' });
   events = new EventLog(s3);
   await publishLinear(s3);
+  proxy = await startFaultProxy(s3.endpoint);
 });
 
 afterAll(async () => {
+  await proxy.close();
   await s3.close();
 });
 
@@ -98,6 +102,12 @@ describe('the batch state machine (Distributed Map over byte-range shards)', () 
       if (state.Type === 'Task') {
         expect(state.Resource).toBe('arn:aws:states:::lambda:invoke');
         expect((state.Parameters as Json).FunctionName).toBe(FUNCTION_ARN);
+      }
+    }
+    // The function answers terminal failures and throws only retryable ones: every task retries them all.
+    for (const [, state] of [...states, ...inner]) {
+      if (state.Type === 'Task') {
+        expect(state.Retry).toEqual([expect.objectContaining({ ErrorEquals: ['States.TaskFailed'] })]);
       }
     }
     const names = new Set([...states, ...inner].map(([name]) => name));
@@ -195,6 +205,32 @@ describe('the batch state machine (Distributed Map over byte-range shards)', () 
       // A shard holds about 400 records: four parts, so about four invocations per shard.
       expect(trace.filter((s) => s === 'Score a batch of shards').length).toBeGreaterThan(3 * shards);
       await expectUnionEqualsSingle('short');
+    });
+
+    it('retries a plan whose HEAD lied about the size, and resumes shard reads cut short, to the same union', async () => {
+      const h = await batchHarness(s3, env, { client: proxy.client });
+      const key = `${INPUT_PREFIX}/linear/faulty.jsonl`;
+      await upload(s3, key, data.text);
+      // HEAD says 0 bytes once: without the GET's word a plan would pin an empty job and commit it.
+      proxy.inject({ method: 'HEAD', key, fault: { kind: 'headers', set: { 'content-length': '0' } } });
+      // Three ranged reads (shards, the plan's newline count) end at half with a Content-Length that agrees.
+      const cut = proxy.inject({
+        method: 'GET',
+        key,
+        ranged: true,
+        skip: 2,
+        times: 3,
+        fault: { kind: 'truncate', to: { fraction: 0.5 } },
+      });
+      try {
+        const { output, trace } = await runStateMachine(h, { bucket: s3.bucket, key });
+        expect(output).toMatchObject({ status: 'succeeded' });
+        expect(trace.slice(0, 3)).toEqual(['Plan', 'retry InputMismatchError', 'Ready to score?']);
+        expect(cut.hits).toBe(3);
+        await expectUnionEqualsSingle('faulty');
+      } finally {
+        proxy.clear();
+      }
     });
 
     it('ends without scoring when the input was already committed', async () => {

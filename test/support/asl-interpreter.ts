@@ -79,6 +79,34 @@ function matches(choice: Json, data: unknown): boolean {
   throw new Error(`unsupported Choice rule ${JSON.stringify(choice)}`);
 }
 
+/**
+ * A Task's `Retry`: a failed invocation (the function threw; its error name is the Lambda error type) is
+ * run again while a retrier whose `ErrorEquals` names it (or `States.ALL`, or `States.TaskFailed`, which
+ * matches every task failure) has attempts left; each retry is traced as `retry <error name>`. No waiting:
+ * intervals are AWS's business.
+ */
+async function withRetry<T>(state: Json, trace: string[], run: () => Promise<T>): Promise<T> {
+  const retriers = (state.Retry as Json[] | undefined) ?? [];
+  const used = new Map<Json, number>();
+  for (;;) {
+    try {
+      return await run();
+    } catch (error) {
+      const name = (error as Error).name;
+      const retrier = retriers.find((r) =>
+        (r.ErrorEquals as string[]).some(
+          (e) => e === name || e === 'States.ALL' || e === 'States.TaskFailed',
+        ),
+      );
+      const attempts = retrier === undefined ? 0 : (used.get(retrier) ?? 0);
+      if (retrier === undefined || attempts >= ((retrier.MaxAttempts as number | undefined) ?? 3))
+        throw error;
+      used.set(retrier, attempts + 1);
+      trace.push(`retry ${name}`);
+    }
+  }
+}
+
 /** Runs a (sub-)state machine to its end; returns its output. */
 export async function execute(
   machine: StateMachine,
@@ -103,7 +131,9 @@ export async function execute(
         const parameters = fill(state.Parameters, effective) as { FunctionName: string; Payload: unknown };
         let result: unknown = {
           StatusCode: 200,
-          Payload: await services.invoke(parameters.FunctionName, parameters.Payload),
+          Payload: await withRetry(state, trace, () =>
+            services.invoke(parameters.FunctionName, parameters.Payload),
+          ),
         };
         if (state.ResultSelector !== undefined) result = fill(state.ResultSelector, result);
         data = output(place(data, state.ResultPath, result));

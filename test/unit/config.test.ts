@@ -103,6 +103,8 @@ describe('parseConfig', () => {
       maxContinuations: 1000,
       stateMachineArn: undefined,
       distributedMinBytes: 2048 * MB,
+      modelRechecks: 3,
+      modelRecheckMs: 2000,
     });
     const batch = parseConfig(
       {
@@ -115,6 +117,8 @@ describe('parseConfig', () => {
         ONNX_SERVE_BATCH_CSV_ID_COLUMN: 'customer',
         ONNX_SERVE_BATCH_STATE_MACHINE_ARN: 'arn:aws:states:eu-west-1:123456789012:stateMachine:batch-1',
         ONNX_SERVE_BATCH_DISTRIBUTED_MIN_MB: '512',
+        ONNX_SERVE_BATCH_MODEL_RECHECKS: '0',
+        ONNX_SERVE_BATCH_MODEL_RECHECK_MS: '500',
       },
       FACTS,
     ).batch;
@@ -127,6 +131,8 @@ describe('parseConfig', () => {
       joinInput: true,
       gzipOutput: true,
       csvIdColumn: 'customer',
+      modelRechecks: 0,
+      modelRecheckMs: 500,
     });
     const attempt = () =>
       parseConfig(

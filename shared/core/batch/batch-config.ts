@@ -40,6 +40,13 @@ export interface BatchConfig {
   readonly stateMachineArn: string | undefined;
   /** Uploads of at least this many bytes go to the state machine (`BATCH_DISTRIBUTED_MIN_MB`, 2 GiB). */
   readonly distributedMinBytes: number;
+  /**
+   * Re-reads of a model (config.json and artifact, past the registry's caches) that was not found, before
+   * the job fails with `model_not_found`: a 404 may be transient, or the model still being uploaded.
+   */
+  readonly modelRechecks: number;
+  /** Pause before the first re-read; each next one waits twice as long. */
+  readonly modelRecheckMs: number;
 }
 
 /** What the serving config's reader offers (`EnvReader` in config.ts). */
@@ -93,6 +100,8 @@ export function parseBatchConfig(read: ConfigReader, envPrefix: string): BatchCo
     maxContinuations: read.int('BATCH_MAX_CONTINUATIONS', 1000, 0, 1_000_000),
     stateMachineArn: stateMachineArn(read, envPrefix),
     distributedMinBytes: read.int('BATCH_DISTRIBUTED_MIN_MB', 2048, 1, 2 ** 30) * MB,
+    modelRechecks: read.int('BATCH_MODEL_RECHECKS', 3, 0, 10),
+    modelRecheckMs: read.int('BATCH_MODEL_RECHECK_MS', 2000, 0, 60_000),
   };
 }
 

@@ -20,9 +20,18 @@ import type { ResolvedModel } from '../model-registry';
 import type { CodecLimits } from '../protocol/infer-types';
 import type { ModelSignature } from '../tensor';
 import type { BatchConfig } from './batch-config';
-import { BatchStateError, TooManyContinuationsError, UnsupportedInputError } from './errors';
-import type { BatchEvent, ShardItem } from './events';
 import {
+  BatchStateError,
+  InputChangedError,
+  InputMismatchError,
+  isTerminalJobError,
+  TooManyContinuationsError,
+  UnsupportedInputError,
+} from './errors';
+import type { BatchEvent, ShardItem } from './events';
+import { exactBytes } from './exact-bytes';
+import {
+  assertPartsCoverInput,
   CHECKPOINT_FORMAT,
   type Checkpoint,
   checkpointKey,
@@ -107,7 +116,9 @@ export interface InvocationClock {
 /** The ports and settings a {@link BatchJobRunner} works with. */
 export interface BatchJobRunnerOptions {
   readonly store: BatchObjectStore;
-  readonly registry: { resolve(model: string, version?: string): Promise<ResolvedModel> };
+  readonly registry: {
+    resolve(model: string, version?: string, options?: { fresh?: boolean }): Promise<ResolvedModel>;
+  };
   readonly service: Scorer & { signature(model: string, version?: string): Promise<ModelSignature> };
   readonly continuation: Continuation;
   readonly config: BatchConfig;
@@ -116,6 +127,8 @@ export interface BatchJobRunnerOptions {
   readonly log?: BatchLog;
   /** Epoch milliseconds; injected so tests can drive time. */
   readonly now?: () => number;
+  /** Waits between re-reads of a missing model; injected so tests need not wait. */
+  readonly sleep?: (ms: number) => Promise<void>;
 }
 
 /**
@@ -124,6 +137,16 @@ export interface BatchJobRunnerOptions {
  */
 const COMMIT_BYTES_PER_MS = 20_000;
 const NDJSON = 'application/x-ndjson';
+
+/** What {@link BatchJobRunner} `#runShard` did in one invocation. */
+interface ShardRun {
+  readonly checkpoint: Checkpoint;
+  readonly done: boolean;
+  /** At least one part was scored. */
+  readonly worked: boolean;
+  /** The invocation is counted in the checkpoint. */
+  readonly counted: boolean;
+}
 
 interface Prepared {
   readonly object: ObjectVersionRef;
@@ -150,6 +173,7 @@ export class BatchJobRunner {
   readonly #limits: BatchJobRunnerOptions['limits'];
   readonly #log: BatchLog;
   readonly #now: () => number;
+  readonly #sleep: (ms: number) => Promise<void>;
 
   constructor(options: BatchJobRunnerOptions) {
     this.#store = options.store;
@@ -160,6 +184,7 @@ export class BatchJobRunner {
     this.#limits = options.limits;
     this.#log = options.log ?? NO_LOG;
     this.#now = options.now ?? Date.now;
+    this.#sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   }
 
   /**
@@ -207,7 +232,7 @@ export class BatchJobRunner {
       try {
         job = await this.#startJob(prepared);
       } catch (error) {
-        if (isJobFailure(error)) return this.#fail(prepared, error);
+        if (isTerminalJobError(error)) return this.#failBeforeStart(prepared, error);
         throw error;
       }
       checkpoint = initialCheckpoint(job, WHOLE_INPUT);
@@ -216,9 +241,15 @@ export class BatchJobRunner {
       const error = new TooManyContinuationsError(
         `the job needed more than ${this.#config.maxContinuations} continuations (ONNX_SERVE_BATCH_MAX_CONTINUATIONS)`,
       );
-      return this.#fail(prepared, error, checkpoint.job);
+      return this.#fail(checkpoint.job, WHOLE_INPUT, error);
     }
-    const run = await this.#runShard(checkpoint, clock, true);
+    let run: ShardRun;
+    try {
+      run = await this.#runShard(checkpoint, clock, true);
+    } catch (error) {
+      if (isTerminalJobError(error)) return this.#fail(checkpoint.job, WHOLE_INPUT, error);
+      throw error;
+    }
     const job = run.checkpoint.job;
     if (!run.done || (run.worked && !this.#commitFits([run.checkpoint], clock))) {
       await this.#continuation.schedule({
@@ -229,6 +260,7 @@ export class BatchJobRunner {
             key: job.input.key,
             etag: job.input.etag,
             ...(job.input.versionId === undefined ? {} : { versionId: job.input.versionId }),
+            size: job.input.size,
           },
           hop: hop + 1,
         },
@@ -256,7 +288,7 @@ export class BatchJobRunner {
     try {
       job = await this.#startJob(prepared);
     } catch (error) {
-      if (isJobFailure(error)) return this.#fail(prepared, error);
+      if (isTerminalJobError(error)) return this.#failBeforeStart(prepared, error);
       throw error;
     }
     const ranges = shardRanges(job.input.size, this.#config.shardBytes, job.input.gzip);
@@ -301,7 +333,15 @@ export class BatchJobRunner {
       };
       const ref = { bucket: job.output.bucket, key: checkpointKey(job.output.work, shard) };
       const checkpoint = (await this.#loadCheckpoint(ref, job.input.etag)) ?? initialCheckpoint(job, shard);
-      const run = await this.#runShard(checkpoint, clock, !worked);
+      let run: ShardRun;
+      try {
+        run = await this.#runShard(checkpoint, clock, !worked);
+      } catch (error) {
+        if (!isTerminalJobError(error)) throw error;
+        // The failed manifest ends the job: the commit state finds it and does nothing.
+        await this.#fail(job, shard, error);
+        return { done: true, shards: items.length, finished: items.length };
+      }
       worked ||= run.worked;
       if (!run.done) return { done: false, shards: items.length, finished };
       finished += 1;
@@ -347,9 +387,20 @@ export class BatchJobRunner {
     const info = await this.#store.head(object, object.versionId);
     if (info === undefined) return this.#skip(object, 'the object no longer exists');
     const etag = normalizeEtag(info.etag);
-    if (object.etag !== undefined && object.versionId === undefined && normalizeEtag(object.etag) !== etag) {
-      // A newer version replaced it; that version has an event of its own.
-      return this.#skip(object, 'the object was replaced since the event');
+    if (object.etag !== undefined && normalizeEtag(object.etag) !== etag) {
+      // Unversioned, a newer object may have replaced it (that one has an event of its own), or HEAD is
+      // wrong: a GET for the event's ETag tells. A version never changes: HEAD is wrong.
+      if (object.versionId === undefined && (await this.#replaced(object))) {
+        return this.#skip(object, 'the object was replaced since the event');
+      }
+      throw new InputMismatchError(
+        `the ETags of the input '${object.key}' disagree: the event says ${normalizeEtag(object.etag)}, HEAD says ${etag}`,
+      );
+    }
+    if (object.size !== undefined && object.size !== info.size) {
+      throw new InputMismatchError(
+        `the sizes of the input '${object.key}' disagree: the event says ${object.size} bytes, HEAD says ${info.size}`,
+      );
     }
     const input = parsed.input;
     const gzipOutput = this.#config.gzipOutput;
@@ -362,11 +413,32 @@ export class BatchJobRunner {
     return { object, input, info, etag, names, outputBucket };
   }
 
-  /** Resolves the model version and pins everything the job's invocations and shards must agree on. */
+  /** Whether a GET for the event's ETag finds another object (or none) in its place. */
+  async #replaced(object: ObjectVersionRef): Promise<boolean> {
+    try {
+      await this.#store.verify(object, {
+        ...(object.etag === undefined ? {} : { etag: normalizeEtag(object.etag) }),
+      });
+      return false;
+    } catch (error) {
+      if (error instanceof InputChangedError) return true;
+      throw error;
+    }
+  }
+
+  /**
+   * Checks the input with a GET (HEAD and the event agreed already), resolves the model version and pins
+   * everything the job's invocations and shards must agree on.
+   */
   async #startJob(prepared: Prepared): Promise<JobSpec> {
-    const { object, input, info, names, outputBucket } = prepared;
-    const resolved = await this.#registry.resolve(input.model, input.version);
-    const signature = await this.#service.signature(input.model, resolved.version);
+    const { object, input, info, etag, names, outputBucket } = prepared;
+    // A size pinned from one lying answer would be "read whole" at any length: GET must say it too.
+    await this.#store.verify(object, {
+      size: info.size,
+      etag,
+      ...(object.versionId === undefined ? {} : { versionId: object.versionId }),
+    });
+    const { resolved, signature } = await this.#model(input.model, input.version);
     const gzip = input.gzipSuffix || /\bgzip\b/i.test(info.contentEncoding ?? '');
     let job: JobSpec = {
       input: { ...inputOf(prepared), gzip },
@@ -413,6 +485,35 @@ export class BatchJobRunner {
     return job;
   }
 
+  /**
+   * The model's resolved version and signature (loading it). A model not found is read again, past the
+   * registry's caches, `modelRechecks` times with a pause doubling from `modelRecheckMs`: a 404 may be a
+   * moment's, or the model still being uploaded. Only then is it a {@link ModelNotFoundError}, which ends
+   * the job; any other failure (5xx, a load that fails) is thrown for a retry of the invocation.
+   */
+  async #model(
+    name: string,
+    version: string | undefined,
+  ): Promise<{ resolved: ResolvedModel; signature: ModelSignature }> {
+    for (let recheck = 0; ; recheck++) {
+      try {
+        const resolved = await this.#registry.resolve(name, version, { fresh: recheck > 0 });
+        const signature = await this.#service.signature(name, resolved.version);
+        return { resolved, signature };
+      } catch (error) {
+        if (!(error instanceof ModelNotFoundError) || recheck >= this.#config.modelRechecks) throw error;
+        const ms = this.#config.modelRecheckMs * 2 ** recheck;
+        this.#log.info('batch model not found: reading it again', {
+          model: name,
+          version,
+          recheck: recheck + 1,
+          inMs: ms,
+        });
+        await this.#sleep(ms);
+      }
+    }
+  }
+
   #parser(job: JobSpec, signature: ModelSignature): (line: Line) => RecordResult {
     return createRecordParser({
       format: job.input.format,
@@ -431,11 +532,7 @@ export class BatchJobRunner {
    * Scores the shard's parts from its checkpoint on, until the shard is done or (unless `mustProgress` and
    * nothing is done yet) the time left is short of the margin plus the slowest part so far.
    */
-  async #runShard(
-    start: Checkpoint,
-    clock: InvocationClock,
-    mustProgress: boolean,
-  ): Promise<{ checkpoint: Checkpoint; done: boolean; worked: boolean; counted: boolean }> {
+  async #runShard(start: Checkpoint, clock: InvocationClock, mustProgress: boolean): Promise<ShardRun> {
     if (start.done) return { checkpoint: start, done: true, worked: false, counted: false };
     const { job, shard } = start;
     const shardEnd = shard.end ?? Number.POSITIVE_INFINITY;
@@ -459,19 +556,11 @@ export class BatchJobRunner {
     if (!job.input.gzip && readFrom >= job.input.size) {
       done = true;
     } else {
-      const signature = await this.#service.signature(job.model.name, job.model.version);
+      // A fresh invocation loads the pinned version again: a 404 then is re-read as at the start.
+      const { signature } = await this.#model(job.model.name, job.model.version);
       const parse = this.#parser(job, signature);
       const batched = hasBatchAxis(signature, job.model.maxBatchSize);
-      const source = this.#store.read(
-        { bucket: job.input.bucket, key: job.input.key },
-        {
-          start: readFrom,
-          gunzip: job.input.gzip,
-          etag: job.input.etag,
-          ...(job.input.versionId === undefined ? {} : { versionId: job.input.versionId }),
-        },
-      );
-      const lines = splitLines(source, from, job.settings.maxLineBytes);
+      const lines = splitLines(this.#input(job, readFrom), from, job.settings.maxLineBytes);
       let slowest = 0;
       try {
         let next = await lines.next();
@@ -544,6 +633,27 @@ export class BatchJobRunner {
     return { checkpoint, done, worked, counted: true };
   }
 
+  /**
+   * The input from `start` (decoded bytes) to its end, read whole or not at all: the store resumes a broken
+   * body and checks what S3 says of the size; a plain input is also held to its size here.
+   */
+  #input(job: JobSpec, start: number, end?: number): AsyncIterable<Uint8Array> {
+    const source = this.#store.read(
+      { bucket: job.input.bucket, key: job.input.key },
+      {
+        start,
+        ...(end === undefined ? {} : { end }),
+        gunzip: job.input.gzip,
+        etag: job.input.etag,
+        ...(job.input.versionId === undefined ? {} : { versionId: job.input.versionId }),
+        size: job.input.size,
+      },
+    );
+    // Gzip: the store counts the compressed bytes; the decompressed size is known to no one.
+    if (job.input.gzip) return source;
+    return exactBytes(source, start, end ?? job.input.size, `the input '${job.input.key}'`);
+  }
+
   /** Writes a scored part's result and error lines as immutable objects. */
   async #writePart(
     job: JobSpec,
@@ -585,6 +695,7 @@ export class BatchJobRunner {
     /** Invocations not counted in a checkpoint: one that only commits. */
     extraInvocations: number,
   ): Promise<FinalOutcome> {
+    assertPartsCoverInput(job, checkpoints);
     const bucket = job.output.bucket;
     const parts = checkpoints.flatMap((c) => c.parts.map((part) => ({ part, shard: c.shard })));
     const outSources = parts.flatMap(({ part }) => (part.out === undefined ? [] : [part.out]));
@@ -632,53 +743,100 @@ export class BatchJobRunner {
     const manifestRef = { bucket, key: job.output.manifest };
     await this.#store.putText(manifestRef, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');
     this.#log.info('batch job committed', { key: job.input.key, manifest: manifestRef.key, ...counts });
-    const leftovers = [
-      ...parts.flatMap(({ part }) => [part.out?.key, part.errors?.key].filter((k) => k !== undefined)),
-      ...checkpoints.map((c) => checkpointKey(job.output.work, c.shard)),
+    await this.#tidy(bucket, [
+      ...checkpoints.flatMap((c) => [...workKeys(c), checkpointKey(job.output.work, c.shard)]),
       ...extraKeys,
-    ];
-    try {
-      await this.#store.remove(bucket, leftovers);
-    } catch (error) {
-      // After the commit point a failed clean-up costs storage, never correctness.
-      this.#log.warn('batch job work objects could not be deleted', { work: job.output.work, error });
-    }
+    ]);
     return { status: 'succeeded', manifest: manifestRef.key, counts };
   }
 
-  /** Writes a `failed` manifest, and no output object, for a job that cannot run at all. */
-  async #fail(prepared: Prepared, error: ServingError, job?: JobSpec): Promise<FinalOutcome> {
+  /** Writes a `failed` manifest, and no output object, for a job that could not start. */
+  async #failBeforeStart(prepared: Prepared, error: ServingError): Promise<FinalOutcome> {
     const { object, input, names, outputBucket } = prepared;
-    const now = new Date(this.#now()).toISOString();
+    return this.#writeFailed(
+      {
+        input: inputOf(prepared),
+        model: { name: input.model, ...(input.version === undefined ? {} : { version: input.version }) },
+        manifest: { bucket: outputBucket, key: names.manifest },
+        startedAt: new Date(this.#now()).toISOString(),
+        invocations: 1,
+        work: [],
+      },
+      error,
+      object.key,
+    );
+  }
+
+  /**
+   * Writes a `failed` manifest, and no output object, for a started job that cannot go on (a terminal
+   * error while scoring `shard`); the parts and checkpoint written so far are deleted.
+   */
+  async #fail(job: JobSpec, shard: ShardSpec, error: ServingError): Promise<FinalOutcome> {
+    const ref = { bucket: job.output.bucket, key: checkpointKey(job.output.work, shard) };
+    // The stored checkpoint lists every part written so far, this invocation's included.
+    const stored = await this.#loadCheckpoint(ref, job.input.etag).catch(() => undefined);
+    const work = stored === undefined ? [] : [...workKeys(stored), ref.key];
+    return this.#writeFailed(
+      {
+        input: job.input,
+        model: { name: job.model.name, version: job.model.version, sha256: job.model.sha256 },
+        manifest: { bucket: job.output.bucket, key: job.output.manifest },
+        startedAt: job.startedAt,
+        invocations: Math.max(1, stored?.invocations ?? 1),
+        work,
+      },
+      error,
+      job.input.key,
+    );
+  }
+
+  async #writeFailed(
+    failed: {
+      readonly input: Manifest['input'];
+      readonly model: Manifest['model'];
+      readonly manifest: ObjectRef;
+      readonly startedAt: string;
+      readonly invocations: number;
+      /** Work objects to delete once the manifest is written. */
+      readonly work: readonly string[];
+    },
+    error: ServingError,
+    key: string,
+  ): Promise<FinalOutcome> {
     const manifest: Manifest = {
       format: MANIFEST_FORMAT,
       status: 'failed',
-      input: inputOf(prepared),
-      model: {
-        name: input.model,
-        ...(job?.model.version !== undefined
-          ? { version: job.model.version, sha256: job.model.sha256 }
-          : input.version === undefined
-            ? {}
-            : { version: input.version }),
-      },
+      input: failed.input,
+      model: failed.model,
       counts: { read: 0, scored: 0, failed: 0 },
       parts: [],
-      timings: { startedAt: job?.startedAt ?? now, finishedAt: now, scoringMs: 0, invocations: 1 },
+      timings: {
+        startedAt: failed.startedAt,
+        finishedAt: new Date(this.#now()).toISOString(),
+        scoringMs: 0,
+        invocations: failed.invocations,
+      },
       error: { code: error.code, message: error.message },
     };
-    await this.#store.putText(
-      { bucket: outputBucket, key: names.manifest },
-      `${JSON.stringify(manifest, null, 2)}\n`,
-      'application/json',
-    );
-    this.#log.warn('batch job failed', { key: object.key, code: error.code, message: error.message });
+    await this.#store.putText(failed.manifest, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');
+    this.#log.warn('batch job failed', { key, code: error.code, message: error.message });
+    await this.#tidy(failed.manifest.bucket, failed.work);
     return {
       status: 'failed',
-      manifest: names.manifest,
+      manifest: failed.manifest.key,
       counts: manifest.counts,
       error: { code: error.code, message: error.message },
     };
+  }
+
+  /** Deletes work objects after the commit point, where a failed delete costs storage, not correctness. */
+  async #tidy(bucket: string, keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return;
+    try {
+      await this.#store.remove(bucket, keys);
+    } catch (error) {
+      this.#log.warn('batch job work objects could not be deleted', { keys: keys.length, error });
+    }
   }
 
   #commitFits(checkpoints: readonly Checkpoint[], clock: InvocationClock): boolean {
@@ -720,11 +878,11 @@ export class BatchJobRunner {
 
   /** The input's first line (a CSV header), or `undefined` for an empty input. */
   async #firstLine(job: JobSpec): Promise<string | undefined> {
-    const source = this.#store.read(
-      { bucket: job.input.bucket, key: job.input.key },
-      { gunzip: job.input.gzip, etag: job.input.etag },
+    const lines = splitLines(
+      this.#input(job, 0),
+      { kind: 'line-start', offset: 0, line: 1 },
+      job.settings.maxLineBytes,
     );
-    const lines = splitLines(source, { kind: 'line-start', offset: 0, line: 1 }, job.settings.maxLineBytes);
     try {
       const first = await lines.next();
       if (first.done) return undefined;
@@ -740,15 +898,7 @@ export class BatchJobRunner {
     const counts = offsets.map(() => 0);
     const end = offsets.at(-1) ?? 0;
     if (end === 0) return counts;
-    const source = this.#store.read(
-      { bucket: job.input.bucket, key: job.input.key },
-      {
-        start: 0,
-        end,
-        etag: job.input.etag,
-        ...(job.input.versionId === undefined ? {} : { versionId: job.input.versionId }),
-      },
-    );
+    const source = this.#input(job, 0, end);
     let base = 0;
     let seen = 0;
     let target = 0;
@@ -806,7 +956,7 @@ function initialCheckpoint(job: JobSpec, shard: ShardSpec): Checkpoint {
   };
 }
 
-/** Errors that end a job for good (a manifest says why), as opposed to ones worth retrying. */
-function isJobFailure(error: unknown): error is ServingError {
-  return error instanceof ModelNotFoundError || error instanceof UnsupportedInputError;
+/** The part objects a checkpoint lists. */
+function workKeys(checkpoint: Checkpoint): string[] {
+  return checkpoint.parts.flatMap((p) => [p.out?.key, p.errors?.key].filter((k) => k !== undefined));
 }

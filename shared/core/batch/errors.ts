@@ -2,7 +2,7 @@
  * Errors of the batch door, named by meaning. Record-level problems reuse the serving errors
  * ({@link InvalidInputError} and friends): a record is a request that arrived in a file.
  */
-import { ServingError } from '../errors';
+import { ModelNotFoundError, ServingError } from '../errors';
 
 /** An invocation payload that is neither an S3 event, a continuation nor a Step Functions input. */
 export class InvalidBatchEventError extends ServingError {
@@ -25,6 +25,24 @@ export class UnsupportedInputError extends ServingError {
   override readonly status = 422;
 }
 
+/**
+ * The S3 event, HEAD and GET disagree about the input (its size, ETag or version): one of them is wrong,
+ * so nothing may be scored from it. Retryable: the invocation fails and runs again.
+ */
+export class InputMismatchError extends ServingError {
+  override readonly code = 'input_mismatch';
+  override readonly status = 503;
+}
+
+/**
+ * The input's bytes could not all be read: its body kept breaking or ending before the object's size, more
+ * times than a read resumes. Retryable: the invocation fails and runs again from its checkpoint.
+ */
+export class InputReadError extends ServingError {
+  override readonly code = 'input_read_failed';
+  override readonly status = 503;
+}
+
 /** Saved job state (a checkpoint, a plan, a shard) is missing, malformed or from another job. */
 export class BatchStateError extends ServingError {
   override readonly code = 'batch_state_invalid';
@@ -44,4 +62,18 @@ export class TooManyContinuationsError extends ServingError {
 export class ExecutionConflictError extends ServingError {
   override readonly code = 'execution_conflict';
   override readonly status = 409;
+}
+
+/**
+ * Whether `error` ends a job for good, with a `failed` manifest: a model that does not exist (decided after
+ * the runner's re-reads), an input it cannot score (bad format, inputs it cannot build), a runaway
+ * continuation chain. Every other error is retryable: the invocation fails, writes no manifest, and Lambda's
+ * asynchronous retry or the state machine's `Retry` runs it again.
+ */
+export function isTerminalJobError(error: unknown): error is ServingError {
+  return (
+    error instanceof ModelNotFoundError ||
+    error instanceof UnsupportedInputError ||
+    error instanceof TooManyContinuationsError
+  );
 }

@@ -66,6 +66,10 @@ export function readBatchEvent(event: unknown): BatchEvent {
   );
 }
 
+function isSize(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
 function readS3Event(records: unknown[]): BatchEvent {
   const objects: ObjectVersionRef[] = [];
   const skipped: { eventName: string; key: string }[] = [];
@@ -98,9 +102,7 @@ function readS3Event(records: unknown[]): BatchEvent {
       ...(typeof object.versionId === 'string' && object.versionId !== ''
         ? { versionId: object.versionId }
         : {}),
-      ...(Number.isSafeInteger(object.size) && (object.size as number) >= 0
-        ? { size: object.size as number }
-        : {}),
+      ...(isSize(object.size) ? { size: object.size } : {}),
     });
   }
   return { kind: 's3', objects, skipped };
@@ -125,6 +127,7 @@ function readContinuation(body: Json): BatchEvent {
       key: object.key,
       ...(typeof object.etag === 'string' ? { etag: object.etag } : {}),
       ...(typeof object.versionId === 'string' ? { versionId: object.versionId } : {}),
+      ...(isSize(object.size) ? { size: object.size } : {}),
     },
     hop: body.hop as number,
   };

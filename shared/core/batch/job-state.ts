@@ -175,6 +175,44 @@ export function shardRanges(
   return ranges;
 }
 
+/**
+ * Checks, before a commit, that the parts of `checkpoints` (in input order) account for the whole input:
+ * from byte 0 each starts where the one before ended, the last ends at the input's size (for gzip the
+ * decoded size is known to no one: there only the tiling is checked), and each counts every record it read
+ * as scored or failed. A job that read less than its input has not succeeded.
+ *
+ * @throws {@link BatchStateError} naming the first gap
+ */
+export function assertPartsCoverInput(job: JobSpec, checkpoints: readonly Checkpoint[]): void {
+  const what = `the parts of '${job.input.key}'`;
+  let at = 0;
+  for (const checkpoint of checkpoints) {
+    if (!checkpoint.done) {
+      throw new BatchStateError(
+        `${what}: shard [${checkpoint.shard.start}, ${checkpoint.shard.end ?? 'end'}) is not done`,
+      );
+    }
+    for (const part of checkpoint.parts) {
+      if (part.start !== at) {
+        throw new BatchStateError(
+          part.start > at
+            ? `${what} leave bytes [${at}, ${part.start}) unread`
+            : `${what} read bytes [${part.start}, ${at}) twice`,
+        );
+      }
+      if (part.read !== part.scored + part.failed) {
+        throw new BatchStateError(
+          `${what}: part ${part.no} read ${part.read} records but scored ${part.scored} and failed ${part.failed}`,
+        );
+      }
+      at = part.end;
+    }
+  }
+  if (!job.input.gzip && at !== job.input.size) {
+    throw new BatchStateError(`${what} end at byte ${at} of ${job.input.size}`);
+  }
+}
+
 type Json = Record<string, unknown>;
 
 function parseStored(text: string, format: string, what: string): Json {

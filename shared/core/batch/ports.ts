@@ -30,6 +30,21 @@ export interface ReadOptions {
   readonly etag?: string;
   /** Read this version of a versioned bucket. */
   readonly versionId?: string;
+  /**
+   * The object's size as the job pinned it (stored bytes, compressed for gzip). A body that breaks or ends
+   * before it is resumed from the first byte not yet read (bounded, with backoff; then
+   * {@link InputReadError}); a response that says another size, or more bytes, is an
+   * {@link InputMismatchError}. Without it a body that ends early is taken as the whole object.
+   */
+  readonly size?: number;
+}
+
+/** What a job expects of its input object, for {@link BatchObjectStore.verify}. */
+export interface ExpectedObject {
+  /** Stored bytes; unknown when absent (only the ETag and version are checked). */
+  readonly size?: number;
+  readonly etag?: string;
+  readonly versionId?: string;
 }
 
 /** How {@link BatchObjectStore.write} stores the bytes. */
@@ -51,6 +66,13 @@ export interface BatchObjectStore {
   head(ref: ObjectRef, versionId?: string): Promise<ObjectInfo | undefined>;
   /** The object's bytes from `start`, as a stream (a ranged GET, or gunzip and skip). */
   read(ref: ObjectRef, options?: ReadOptions): AsyncIterable<Uint8Array>;
+  /**
+   * Asks a GET (not HEAD) what the object is, and checks it against `expected`.
+   *
+   * @throws {@link InputChangedError} when GET serves another ETag or version (or none: deleted)
+   * @throws {@link InputMismatchError} when GET says another size
+   */
+  verify(ref: ObjectRef, expected: ExpectedObject): Promise<void>;
   /** A small UTF-8 document (manifest, checkpoint, plan), or `undefined` when missing. */
   getText(ref: ObjectRef): Promise<string | undefined>;
   putText(ref: ObjectRef, text: string, contentType?: string): Promise<void>;
@@ -75,7 +97,7 @@ export interface ObjectVersionRef {
   readonly key: string;
   readonly etag?: string;
   readonly versionId?: string;
-  /** The object's size in bytes as the S3 event gave it (continuations do not carry it). */
+  /** Stored bytes, as the S3 event (or the job a continuation carries on) says. */
   readonly size?: number;
 }
 

@@ -1,6 +1,11 @@
 import type { BatchConfig } from '../../../shared/core/batch/batch-config';
 import { BatchJobRunner, type JobOutcome, type PlanOutcome } from '../../../shared/core/batch/batch-job';
-import { BatchStateError } from '../../../shared/core/batch/errors';
+import {
+  BatchStateError,
+  InputMismatchError,
+  InputReadError,
+  UnsupportedInputError,
+} from '../../../shared/core/batch/errors';
 import {
   type Checkpoint,
   checkpointKey,
@@ -32,6 +37,8 @@ const CONFIG: BatchConfig = {
   maxContinuations: 100,
   stateMachineArn: undefined,
   distributedMinBytes: 1 << 30,
+  modelRechecks: 2,
+  modelRecheckMs: 0,
 };
 const ENOUGH = { remainingMs: () => 900_000 };
 const NONE = { remainingMs: () => 0 };
@@ -60,6 +67,9 @@ function setup(config: Partial<BatchConfig> = {}, signature: ModelSignature = DO
   });
   const objects = new MemoryObjectStore();
   const queue: ContinuationPayload[] = [];
+  /** Pauses the runner asked for; `onSleep` runs in each (e.g. the model appears). */
+  const sleeps: number[] = [];
+  const hooks: { onSleep?: () => void } = {};
   const runner = new BatchJobRunner({
     store: objects,
     registry,
@@ -68,8 +78,12 @@ function setup(config: Partial<BatchConfig> = {}, signature: ModelSignature = DO
     config: { ...CONFIG, ...config },
     limits: { maxTensorElements: 1 << 20, maxLineBytes: 1 << 16 },
     now: () => Date.UTC(2026, 0, 1),
+    sleep: async (ms) => {
+      sleeps.push(ms);
+      hooks.onSleep?.();
+    },
   });
-  return { models, engine, objects, queue, runner };
+  return { models, engine, objects, queue, runner, sleeps, hooks };
 }
 
 type Setup = ReturnType<typeof setup>;
@@ -217,6 +231,55 @@ describe('BatchJobRunner', () => {
       expect(s.objects.keys(`${BUCKET}/out/`)).toEqual([]);
     });
 
+    it('fails the invocation, committing nothing, when the store hands over fewer bytes than the input holds', async () => {
+      const s = setup();
+      s.objects.set(BUCKET, 'in/doubler/a.jsonl', INPUT);
+      // A store that took a cut body for a whole one: the last 30 bytes never come.
+      s.objects.shortReads = { key: /^in\//, bytes: 30 };
+      const error = await s.runner
+        .runObject({ bucket: BUCKET, key: 'in/doubler/a.jsonl' }, ENOUGH)
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(InputReadError);
+      expect((error as Error).message).toBe(
+        `the input 'in/doubler/a.jsonl' ended at byte ${INPUT.length - 30} of ${INPUT.length}: nothing is scored from a partial read`,
+      );
+      expect(s.objects.keys(`${BUCKET}/out/doubler/a.`).filter((k) => !k.includes('.parts/'))).toEqual([]);
+      // The store mends; the re-delivered event resumes from the checkpoint to the whole input.
+      s.objects.shortReads = undefined;
+      const [outcome] = await runToEnd(s, 'in/doubler/a.jsonl');
+      expect(outcome).toMatchObject({ status: 'succeeded', counts: { read: 21, scored: 19, failed: 2 } });
+    });
+
+    it.each([
+      ['the event says another size', { size: INPUT.length - 1 }],
+      ['the event says size 0', { size: 0 }],
+    ])('fails the invocation, writing nothing, when %s than HEAD', async (_, extra) => {
+      const s = setup();
+      const etag = s.objects.set(BUCKET, 'in/doubler/a.jsonl', INPUT);
+      await expect(
+        s.runner.runObject({ bucket: BUCKET, key: 'in/doubler/a.jsonl', etag, ...extra }, ENOUGH),
+      ).rejects.toThrow(
+        new InputMismatchError(
+          `the sizes of the input 'in/doubler/a.jsonl' disagree: the event says ${extra.size} bytes, HEAD says ${INPUT.length}`,
+        ),
+      );
+      expect(s.objects.log).toEqual([]);
+    });
+
+    it('fails the invocation when HEAD disagrees with a GET of the version it pins', async () => {
+      const s = setup();
+      s.objects.set(BUCKET, 'in/doubler/a.jsonl', INPUT);
+      s.objects.failures.push({
+        method: 'verify',
+        key: /a\.jsonl$/,
+        error: new InputMismatchError('the sizes disagree'),
+      });
+      await expect(
+        s.runner.runObject({ bucket: BUCKET, key: 'in/doubler/a.jsonl' }, ENOUGH),
+      ).rejects.toBeInstanceOf(InputMismatchError);
+      expect(s.objects.log).toEqual([]);
+    });
+
     it('ignores keys outside the input prefix and writes nothing', async () => {
       const s = setup();
       s.objects.set(BUCKET, 'out/doubler/a.out.jsonl', '{}');
@@ -239,6 +302,56 @@ describe('BatchJobRunner', () => {
         error: { code: 'model_not_found', message: "model 'nosuch' not found" },
       });
       expect(manifest.outputs).toBeUndefined();
+    });
+
+    it('reads a missing model again, past the registry caches, and scores once it appears', async () => {
+      const s = setup();
+      s.objects.set(BUCKET, 'in/late/a.jsonl', INPUT);
+      s.hooks.onSleep = () => {
+        if (s.sleeps.length === 2)
+          s.models.addVersion('late', '1', Buffer.from('late-v1'), { maxBatchSize: 4 });
+      };
+      const [outcome] = await runToEnd(s, 'in/late/a.jsonl');
+      expect(outcome).toMatchObject({ status: 'succeeded', counts: { read: 21, scored: 19, failed: 2 } });
+      // modelRecheckMs 0 in these tests: the pauses double from there.
+      expect(s.sleeps).toEqual([0, 0]);
+      expect(s.models.count('config:late')).toBe(3);
+    });
+
+    it('fails with model_not_found only after its re-reads, and skips the re-delivered event', async () => {
+      const s = setup({ modelRecheckMs: 100 });
+      s.objects.set(BUCKET, 'in/nosuch/a.jsonl', INPUT);
+      const outcome = await s.runner.runObject({ bucket: BUCKET, key: 'in/nosuch/a.jsonl' }, ENOUGH);
+      expect(outcome).toMatchObject({ status: 'failed', error: { code: 'model_not_found' } });
+      expect(s.sleeps).toEqual([100, 200]);
+      expect(s.models.count('config:nosuch')).toBe(3);
+      const again = await s.runner.runObject({ bucket: BUCKET, key: 'in/nosuch/a.jsonl' }, ENOUGH);
+      expect(again).toMatchObject({ status: 'skipped' });
+    });
+
+    it('fails a started job on a terminal error with a manifest, deleting the parts it wrote', async () => {
+      const s = setup();
+      s.objects.set(BUCKET, 'in/doubler/a.jsonl', INPUT);
+      const first = await s.runner.runObject({ bucket: BUCKET, key: 'in/doubler/a.jsonl' }, NONE);
+      expect(first).toMatchObject({ status: 'continued' });
+      expect(s.objects.keys(`${BUCKET}/out/doubler/a.parts/`).length).toBeGreaterThan(1);
+      s.objects.failures.push({
+        method: 'read',
+        key: /a\.jsonl$/,
+        error: new UnsupportedInputError('the input is not a valid gzip stream'),
+      });
+      const next = s.queue.shift()?.onnxServerlessBatch;
+      const outcome = await s.runner.runObject(
+        next?.object ?? { bucket: BUCKET, key: '' },
+        ENOUGH,
+        next?.hop,
+      );
+      expect(outcome).toMatchObject({ status: 'failed', error: { code: 'unsupported_input' } });
+      expect(s.objects.keys(`${BUCKET}/out/`)).toEqual([`${BUCKET}/out/doubler/a.manifest.json`]);
+      expect(manifestOf(s, 'a')).toMatchObject({
+        status: 'failed',
+        model: { name: 'doubler', version: '1' },
+      });
     });
 
     it('throws, writing no manifest, when the model cannot be loaded now (a retry may succeed)', async () => {

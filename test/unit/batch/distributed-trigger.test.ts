@@ -27,6 +27,8 @@ const CONFIG: BatchConfig = {
   maxContinuations: 100,
   stateMachineArn: 'arn:aws:states:us-east-1:123456789012:stateMachine:batch',
   distributedMinBytes: 100 * MB,
+  modelRechecks: 0,
+  modelRecheckMs: 0,
 };
 const CLOCK = { remainingMs: () => 900_000 };
 const LARGE: ObjectVersionRef = { bucket: 'data', key: 'in/m/big.jsonl', etag: 'e1', size: 100 * MB };

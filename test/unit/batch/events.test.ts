@@ -46,12 +46,25 @@ describe('readBatchEvent', () => {
     });
   });
 
-  it('reads a continuation', () => {
+  it('keeps the size of an S3 record only when it is a byte count', () => {
+    for (const size of [-1, 1.5, '3', null]) {
+      const event = readBatchEvent({ Records: [s3Record('ObjectCreated:Put', 'in/m/a.jsonl', { size })] });
+      expect(event).toMatchObject({ objects: [{ key: 'in/m/a.jsonl' }] });
+      expect((event as unknown as { objects: object[] }).objects[0]).not.toHaveProperty('size');
+    }
+  });
+
+  it('reads a continuation, with the size of the object when it has one', () => {
     expect(
       readBatchEvent({
         onnxServerlessBatch: { action: 'run', object: { bucket: 'b', key: 'k', etag: 'e' }, hop: 2 },
       }),
     ).toEqual({ kind: 'run', object: { bucket: 'b', key: 'k', etag: 'e' }, hop: 2 });
+    expect(
+      readBatchEvent({
+        onnxServerlessBatch: { action: 'run', object: { bucket: 'b', key: 'k', size: 0 }, hop: 0 },
+      }),
+    ).toEqual({ kind: 'run', object: { bucket: 'b', key: 'k', size: 0 }, hop: 0 });
   });
 
   it('reads the Step Functions states: plan, a batch of shards, commit', () => {
