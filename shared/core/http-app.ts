@@ -15,7 +15,12 @@ import {
 import type { InferenceService } from './inference-service';
 import type { Clock, Telemetry } from './ports';
 import { NO_TELEMETRY } from './ports';
-import { decodeInferRequest, encodeInferResponse } from './protocol/oip-codec';
+import {
+  decodeInferRequest,
+  decodeRawBinaryRequest,
+  encodeInferResponse,
+  isRawBinaryRequest,
+} from './protocol/oip-codec';
 import { decodePredictRequest, encodePredictResponse } from './protocol/predict';
 
 export interface HttpRequest {
@@ -124,11 +129,23 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
       pattern: new RegExp(`^/v2/models/${MODEL}/infer$`),
       inference: true,
       handler: async (req, p) => {
-        const decoded = decodeInferRequest(
-          req.body,
-          req.headers['inference-header-content-length'],
-          service.limits,
-        );
+        const headerLength = req.headers['inference-header-content-length'];
+        if (isRawBinaryRequest(headerLength)) {
+          const model = modelOf(p);
+          const result = await service.inferWith(
+            model,
+            p.version,
+            (signature, config) =>
+              decodeRawBinaryRequest(req.body, signature, config.maxBatchSize, service.limits),
+            req.signal,
+            req.deadline,
+          );
+          // As Triton answers a raw request: every output binary.
+          const response = { modelName: model, modelVersion: result.version, outputs: result.outputs };
+          const encoded = encodeInferResponse(response, () => true);
+          return { status: 200, headers: encoded.headers, body: encoded.body };
+        }
+        const decoded = decodeInferRequest(req.body, headerLength, service.limits);
         const response = await service.infer(modelOf(p), p.version, decoded, req.signal, req.deadline);
         const encoded = encodeInferResponse(response, decoded);
         return { status: 200, headers: encoded.headers, body: encoded.body };

@@ -6,6 +6,7 @@
 import { admitRun, type Deadline } from './deadline';
 import { InputRejectedError, ModelLoadError } from './errors';
 import type { Lease, ModelCache } from './model-cache';
+import type { ModelConfig } from './model-config';
 import type { ModelLoader } from './model-loader';
 import type { ModelRegistry, ResolvedModel } from './model-registry';
 import type { Clock, LoadedModel, Telemetry } from './ports';
@@ -165,13 +166,20 @@ export class InferenceService {
   async inferWith(
     name: string,
     version: string | undefined,
-    build: (signature: ModelSignature) => InferInput[],
+    build: (signature: ModelSignature, config: ModelConfig) => InferInput[],
     signal?: AbortSignal,
     deadline?: Deadline,
   ): Promise<{ version: string; outputs: InferOutput[] }> {
     return this.withModel(name, version, async (model, resolved) => ({
       version: resolved.version,
-      outputs: await this.#run(model, resolved, build(model.signature), undefined, signal, deadline),
+      outputs: await this.#run(
+        model,
+        resolved,
+        build(model.signature, resolved.config),
+        undefined,
+        signal,
+        deadline,
+      ),
     }));
   }
 

@@ -119,6 +119,28 @@ describe('HTTP server', () => {
     expect(body.outputs.map((o) => o.name)).toEqual(['y']);
   });
 
+  it('takes a raw binary request (Inference-Header-Content-Length: 0) for a one-input model, answering binary', async () => {
+    const x = Float32Array.from({ length: 10 }, (_, i) => i + 1);
+    const raw = await post('/v2/models/linear/infer', new Uint8Array(x.buffer), {
+      'content-type': 'application/octet-stream',
+      'inference-header-content-length': '0',
+    });
+    expect(raw.status).toBe(200);
+    const decoded = decodeInferResponse(
+      new Uint8Array(await raw.arrayBuffer()),
+      raw.headers.get('inference-header-content-length') ?? undefined,
+    );
+    expect(decoded.outputs[0]?.shape).toEqual([1, 2]);
+    expectClose(Array.from(decoded.outputs[0]?.data as Float32Array), linear(Array.from(x)), { atol: 1e-5 });
+    const torn = await post('/v2/models/linear/infer', new Uint8Array(12), {
+      'inference-header-content-length': '0',
+    });
+    expect(torn.status).toBe(400);
+    expect(((await torn.json()) as { error: string }).error).toMatch(
+      /^input 'x': binary_data_size is 12 but shape \[1,10\]/,
+    );
+  });
+
   it('gives identical results for binary and JSON payloads', async () => {
     const rows = [Array.from({ length: 10 }, (_, i) => i / 7), Array.from({ length: 10 }, (_, i) => -i)];
     const data = Float32Array.from(rows.flat());

@@ -12,9 +12,11 @@ import {
   boundingCount,
   DATATYPES,
   type Datatype,
+  ELEMENT_BYTES,
   elementCount,
   isDatatype,
   MAX_RANK,
+  type ModelSignature,
   type TensorData,
 } from '../tensor';
 import type {
@@ -89,6 +91,82 @@ export function decodeInferRequest(
     ...(outputs === undefined ? {} : { outputs }),
     binaryOutputDefault: binaryOutputDefault ?? false,
   };
+}
+
+/**
+ * Whether `Inference-Header-Content-Length` says "raw binary request": 0, no JSON header, the whole body
+ * is the data of the model's one input (Triton's binary tensor data extension).
+ */
+export function isRawBinaryRequest(headerContentLength: string | undefined): boolean {
+  return headerContentLength !== undefined && /^0{1,15}$/.test(headerContentLength);
+}
+
+/**
+ * Decodes a raw binary request (see {@link isRawBinaryRequest}) for a model, as Triton does: the model
+ * has one input; a dynamic batch dim (dim 0 when `maxBatchSize` > 0) is 1; at most one other dim is
+ * dynamic, and it is what the byte count makes it; BYTES data is one element, the whole body (UTF-8).
+ * Every output of such a request is answered as binary data.
+ *
+ * @throws {@link InvalidInputError} when the shape cannot be decided from the model and the body, or the
+ *   bytes do not fit it
+ * @throws {@link PayloadTooLargeError} when the shape holds more elements than `limits` allow
+ */
+export function decodeRawBinaryRequest(
+  body: Uint8Array,
+  signature: ModelSignature,
+  maxBatchSize: number,
+  limits: CodecLimits,
+): InferInput[] {
+  const raw = 'a raw binary request (Inference-Header-Content-Length: 0)';
+  const [spec, ...others] = signature.inputs;
+  if (spec === undefined || others.length > 0) {
+    const names = signature.inputs.map((s) => s.name).join(', ');
+    throw new InvalidInputError(
+      `${raw} needs a model with one input; this one has ${signature.inputs.length} (${names}): send the JSON header`,
+    );
+  }
+  const where = `input '${printable(spec.name)}'`;
+  const shape = [...spec.shape];
+  if (maxBatchSize > 0 && (shape[0] ?? 0) < 0) shape[0] = 1;
+  const open = shape.flatMap((d, i) => (d < 0 ? [i] : []));
+  if (spec.datatype === 'BYTES') {
+    for (const i of open) shape[i] = 1;
+    if (elementCount(shape) !== 1) {
+      throw new InvalidInputError(
+        `${raw} carries one BYTES element, but ${where} has shape ${shapeText(spec.shape)}: send the JSON header`,
+      );
+    }
+    let text: string;
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(body);
+    } catch (error) {
+      throw new InvalidInputError(`${where}: the raw BYTES body is not valid UTF-8`, { cause: error });
+    }
+    return [{ name: spec.name, datatype: 'BYTES', shape, data: [text] }];
+  }
+  if (open.length > 1) {
+    throw new InvalidInputError(
+      `${raw} cannot tell the shape of ${where} ${shapeText(spec.shape)}: dims ${open.join(' and ')} are both dynamic; send the JSON header with the shape`,
+    );
+  }
+  const elementBytes = ELEMENT_BYTES[spec.datatype];
+  const fixedBytes = boundingCount(shape.filter((d) => d >= 0)) * elementBytes;
+  const dim = open[0];
+  if (dim !== undefined) {
+    if (shape.some((d) => d === 0) || body.byteLength % fixedBytes !== 0) {
+      throw new InvalidInputError(
+        `${where}: a raw body of ${body.byteLength} bytes is not a whole number of ${shapeText(spec.shape)} ${spec.datatype} rows of ${fixedBytes} bytes`,
+      );
+    }
+    shape[dim] = body.byteLength / fixedBytes;
+  }
+  if (boundingCount(shape) > limits.maxTensorElements) {
+    throw new PayloadTooLargeError(
+      `${where}: shape ${shapeText(shape)} holds ${elementCount(shape)} elements, over the limit of ${limits.maxTensorElements}`,
+    );
+  }
+  const data = readBinaryTensor(where, spec.datatype, elementCount(shape), shapeText(shape), body);
+  return [{ name: spec.name, datatype: spec.datatype, shape, data }];
 }
 
 /**

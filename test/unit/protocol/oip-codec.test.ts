@@ -10,10 +10,12 @@ import {
   binaryOutputSelector,
   decodeInferRequest,
   decodeInferResponse,
+  decodeRawBinaryRequest,
   encodeInferRequest,
   encodeInferResponse,
+  isRawBinaryRequest,
 } from '../../../shared/core/protocol/oip-codec';
-import type { Datatype, TensorData } from '../../../shared/core/tensor';
+import type { Datatype, ModelSignature, TensorData } from '../../../shared/core/tensor';
 
 const LIMITS: CodecLimits = { maxTensorElements: 1_000_000 };
 const utf8 = new TextEncoder();
@@ -609,6 +611,87 @@ describe('decodeInferRequest', () => {
     const run = () => decodeInferRequest(body, length ?? headerLength, LIMITS);
     expect(run).toThrow(InvalidInputError);
     expect(run).toThrow(message);
+  });
+});
+
+describe('decodeRawBinaryRequest (Inference-Header-Content-Length: 0)', () => {
+  const one = (shape: number[], datatype: Datatype = 'FP32'): ModelSignature => ({
+    inputs: [{ name: 'x', datatype, shape }],
+    outputs: [{ name: 'y', datatype: 'FP32', shape: [-1] }],
+  });
+  const floats = (n: number) => new Uint8Array(Float32Array.from({ length: n }, (_, i) => i).buffer);
+
+  it('is told by a header of 0 only', () => {
+    expect(isRawBinaryRequest('0')).toBe(true);
+    expect(isRawBinaryRequest('00')).toBe(true);
+    expect(isRawBinaryRequest('10')).toBe(false);
+    expect(isRawBinaryRequest(undefined)).toBe(false);
+  });
+
+  it.each<[string, number[], number, number, number[]]>([
+    ['fixed dims', [2, 3], 0, 6, [2, 3]],
+    ['a batch of one for a batching model, the rest fixed', [-1, 3], 8, 3, [1, 3]],
+    ['the one dynamic dim from the byte count', [1, -1], 0, 5, [1, 5]],
+    ['batch 1 and a dynamic sequence', [-1, -1], 8, 4, [1, 4]],
+  ])('decodes %s', (_label, modelShape, maxBatchSize, n, shape) => {
+    const [input] = decodeRawBinaryRequest(floats(n), one(modelShape), maxBatchSize, LIMITS);
+    expect(input?.shape).toEqual(shape);
+    expect(Array.from(input?.data as Float32Array)).toEqual(Array.from({ length: n }, (_, i) => i));
+  });
+
+  it('takes a BYTES body as its one element', () => {
+    const [input] = decodeRawBinaryRequest(utf8.encode('héllo'), one([-1], 'BYTES'), 4, LIMITS);
+    expect(input).toMatchObject({ shape: [1], data: ['héllo'] });
+  });
+
+  it.each<[string, ModelSignature, number, Uint8Array, RegExp]>([
+    [
+      'a model with two inputs',
+      { inputs: [...one([1]).inputs, { name: 'z', datatype: 'FP32', shape: [1] }], outputs: [] },
+      0,
+      floats(1),
+      /^a raw binary request \(Inference-Header-Content-Length: 0\) needs a model with one input; this one has 2 \(x, z\): send the JSON header$/,
+    ],
+    [
+      'two dynamic dims',
+      one([1, 3, -1, -1]),
+      0,
+      floats(6),
+      /cannot tell the shape of input 'x' \[1,3,-1,-1\]: dims 2 and 3 are both dynamic; send the JSON header with the shape/,
+    ],
+    ['a dynamic batch without maxBatchSize, and another', one([-1, -1]), 0, floats(4), /dims 0 and 1/],
+    [
+      'bytes that are no whole rows',
+      one([-1, 3]),
+      0,
+      floats(4),
+      /a raw body of 16 bytes is not a whole number of \[-1,3\] FP32 rows of 12 bytes/,
+    ],
+    [
+      'bytes that do not fill the fixed shape',
+      one([2, 3]),
+      0,
+      floats(5),
+      /binary_data_size is 20 but shape \[2,3\] of FP32 takes 24 bytes/,
+    ],
+    [
+      'a BYTES input of more than one element',
+      one([2], 'BYTES'),
+      0,
+      utf8.encode('a'),
+      /carries one BYTES element/,
+    ],
+    ['a BYTES body that is not UTF-8', one([1], 'BYTES'), 0, new Uint8Array([0xff]), /not valid UTF-8/],
+  ])('refuses %s (400)', (_label, signature, maxBatchSize, body, message) => {
+    const run = () => decodeRawBinaryRequest(body, signature, maxBatchSize, LIMITS);
+    expect(run).toThrow(InvalidInputError);
+    expect(run).toThrow(message);
+  });
+
+  it('decides an empty body into a zero dim, for validation to refuse, and caps the size (413)', () => {
+    expect(decodeRawBinaryRequest(new Uint8Array(0), one([-1, -1]), 8, LIMITS)[0]?.shape).toEqual([1, 0]);
+    const run = () => decodeRawBinaryRequest(floats(10), one([-1]), 0, { maxTensorElements: 4 });
+    expect(run).toThrow(PayloadTooLargeError);
   });
 });
 
