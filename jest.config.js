@@ -1,4 +1,4 @@
-/** Jest runs TypeScript through swc; @middy/* is ESM-only, so it is transformed too (FACTS.md). */
+/** Jest runs TypeScript through swc; @middy/* and hyparquet* are ESM-only, so they are transformed too (FACTS.md). */
 /** @type {import('jest').Config} */
 module.exports = {
   testEnvironment: '<rootDir>/test/support/node-realm-environment.cjs',
@@ -9,7 +9,9 @@ module.exports = {
       { jsc: { target: 'es2022', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } },
     ],
   },
-  transformIgnorePatterns: ['/node_modules/(?!@middy/)'],
+  transformIgnorePatterns: [
+    '/node_modules/(?!(@middy|hyparquet|hyparquet-writer|hyparquet-compressors|hysnappy|fzstd)/)',
+  ],
   moduleFileExtensions: ['ts', 'js', 'mjs', 'cjs', 'json', 'node'],
   testTimeout: 60_000,
   // Two cores: more workers only thrash the onnxruntime thread pools.

@@ -1,0 +1,250 @@
+/**
+ * Reads a Parquet object through the batch object store with ranged reads: the footer first (one read of
+ * the file's tail), then one row group at a time, only the planned columns. Memory is bounded by a row
+ * group's column chunks and their decoded values, never by the file's size. The decoder is `hyparquet`
+ * (pure JavaScript, MIT) with `hyparquet-compressors` for zstd, gzip, brotli and lz4; BENCHMARKS.md says
+ * why it was chosen.
+ */
+import {
+  type AsyncBuffer,
+  type FileMetaData,
+  parquetMetadataAsync,
+  parquetRead,
+  parquetSchema,
+} from 'hyparquet';
+import { compressors } from 'hyparquet-compressors';
+import { UnsupportedInputError } from '../core/batch/errors';
+import type { ColumnChunk, FileColumn } from '../core/batch/parquet-mapping';
+import type { BatchObjectStore, ObjectRef } from '../core/batch/ports';
+
+/** A row group: its rows and the bytes its column chunks span. */
+export interface RowGroupInfo {
+  readonly index: number;
+  /** The file row index of its first row. */
+  readonly firstRow: number;
+  readonly rows: number;
+  /** Bytes of its column chunks, compressed (what a read of all its columns fetches). */
+  readonly bytes: number;
+}
+
+/** What the footer says. */
+export interface ParquetFileInfo {
+  readonly rows: number;
+  /** Top-level columns a model input can take: scalars and LIST columns (structs and maps are left out). */
+  readonly columns: readonly FileColumn[];
+  readonly rowGroups: readonly RowGroupInfo[];
+}
+
+/** Which version of the object to read, and caps. */
+export interface ParquetReaderOptions {
+  /** The object's size in bytes (from a HEAD or the event). */
+  readonly size: number;
+  readonly etag?: string;
+  readonly versionId?: string;
+  /** The largest footer (file metadata) accepted. Default 16 MiB. */
+  readonly maxFooterBytes?: number;
+}
+
+/**
+ * One Parquet object, opened by its footer.
+ *
+ * @example
+ * const reader = await ParquetObjectReader.open(store, { bucket, key }, { size, etag });
+ * for (const group of reader.info.rowGroups) {
+ *   const chunk = await reader.readRowGroup(group.index, ['id', 'x']);
+ *   chunk.column('x'); // the decoded values of the row group's rows
+ * }
+ */
+export class ParquetObjectReader {
+  readonly info: ParquetFileInfo;
+  readonly #file: CountingBuffer;
+  readonly #metadata: FileMetaData;
+
+  private constructor(file: CountingBuffer, metadata: FileMetaData) {
+    this.#file = file;
+    this.#metadata = metadata;
+    this.info = describeFile(metadata);
+  }
+
+  /**
+   * Reads the footer.
+   *
+   * @throws UnsupportedInputError when the object is not a Parquet file or its footer is over the cap
+   */
+  static async open(
+    store: BatchObjectStore,
+    ref: ObjectRef,
+    options: ParquetReaderOptions,
+  ): Promise<ParquetObjectReader> {
+    const file = new CountingBuffer(store, ref, options);
+    const maxFooter = options.maxFooterBytes ?? 16 * 1024 * 1024;
+    if (options.size < 12)
+      throw new UnsupportedInputError(`${ref.key} is not a Parquet file: ${options.size} bytes`);
+    const tail = new Uint8Array(await file.slice(options.size - 8, options.size));
+    const view = new DataView(tail.buffer, tail.byteOffset, 8);
+    if (view.getUint32(4, true) !== 0x31524150) {
+      throw new UnsupportedInputError(`${ref.key} is not a Parquet file: it does not end with PAR1`);
+    }
+    const footerBytes = view.getUint32(0, true);
+    if (footerBytes > maxFooter || footerBytes + 12 > options.size) {
+      throw new UnsupportedInputError(
+        `${ref.key}: the Parquet footer of ${footerBytes} bytes is over the limit of ${maxFooter} or the file`,
+      );
+    }
+    let metadata: FileMetaData;
+    try {
+      metadata = await parquetMetadataAsync(file, {
+        initialFetchSize: Math.min(options.size, footerBytes + 8),
+      });
+    } catch (error) {
+      if (file.failure !== undefined) throw file.failure;
+      throw new UnsupportedInputError(`${ref.key}: the Parquet footer cannot be read: ${messageOf(error)}`, {
+        cause: error,
+      });
+    }
+    return new ParquetObjectReader(file, metadata);
+  }
+
+  /** Bytes fetched so far (footer and column chunks). */
+  get bytesRead(): number {
+    return this.#file.bytesRead;
+  }
+
+  /**
+   * Decodes the named columns of one row group.
+   *
+   * @throws UnsupportedInputError when a page cannot be decoded (corrupt data, an unsupported encoding)
+   */
+  async readRowGroup(index: number, columns: readonly string[]): Promise<ColumnChunk> {
+    const group = this.info.rowGroups[index];
+    if (group === undefined) throw new RangeError(`row group ${index} of ${this.info.rowGroups.length}`);
+    const pieces = new Map<string, { rowStart: number; data: ArrayLike<unknown> }[]>();
+    for (const c of columns) pieces.set(c, []);
+    try {
+      await parquetRead({
+        file: this.#file,
+        metadata: this.#metadata,
+        columns: [...columns],
+        rowStart: group.firstRow,
+        rowEnd: group.firstRow + group.rows,
+        compressors,
+        onChunk: ({ columnName, columnData, rowStart }) => {
+          pieces.get(columnName)?.push({ rowStart, data: columnData });
+        },
+      });
+    } catch (error) {
+      // The store's errors (a replaced object, throttling) are not the file's fault: they pass as they are.
+      if (this.#file.failure !== undefined) throw this.#file.failure;
+      throw new UnsupportedInputError(`row group ${index} cannot be decoded: ${messageOf(error)}`, {
+        cause: error,
+      });
+    }
+    const values = new Map<string, ArrayLike<unknown>>();
+    for (const [name, list] of pieces) values.set(name, joinPieces(name, list, group));
+    return {
+      firstRow: group.firstRow,
+      rows: group.rows,
+      column: (name) => {
+        const found = values.get(name);
+        if (found === undefined) throw new RangeError(`column '${name}' was not read`);
+        return found;
+      },
+    };
+  }
+}
+
+/** The column's values for the whole row group, in row order, checked to be complete. */
+function joinPieces(
+  name: string,
+  pieces: { rowStart: number; data: ArrayLike<unknown> }[],
+  group: RowGroupInfo,
+): ArrayLike<unknown> {
+  pieces.sort((a, b) => a.rowStart - b.rowStart);
+  const first = pieces[0];
+  if (pieces.length === 1 && first !== undefined && first.data.length === group.rows) return first.data;
+  const joined = new Array<unknown>(group.rows);
+  let filled = 0;
+  for (const piece of pieces) {
+    for (let k = 0; k < piece.data.length; k++) joined[piece.rowStart - group.firstRow + k] = piece.data[k];
+    filled += piece.data.length;
+  }
+  if (filled !== group.rows) {
+    throw new UnsupportedInputError(
+      `row group ${group.index}: column '${name}' holds ${filled} of ${group.rows} rows`,
+    );
+  }
+  return joined;
+}
+
+function describeFile(metadata: FileMetaData): ParquetFileInfo {
+  const columns: FileColumn[] = [];
+  for (const child of parquetSchema(metadata).children) {
+    const element = child.element;
+    const isList = element.converted_type === 'LIST' || element.logical_type?.type === 'LIST';
+    if (isList) columns.push({ name: element.name, list: true });
+    else if (child.children.length === 0) columns.push({ name: element.name, list: false });
+  }
+  let firstRow = 0;
+  const rowGroups = metadata.row_groups.map((group, index): RowGroupInfo => {
+    const rows = Number(group.num_rows);
+    let bytes = 0;
+    for (const column of group.columns) bytes += Number(column.meta_data?.total_compressed_size ?? 0n);
+    const info = { index, firstRow, rows, bytes };
+    firstRow += rows;
+    return info;
+  });
+  return { rows: Number(metadata.num_rows), columns, rowGroups };
+}
+
+/** hyparquet's view of the object: ranged reads of one version, counted. */
+class CountingBuffer implements AsyncBuffer {
+  readonly byteLength: number;
+  bytesRead = 0;
+  /** The last error of a read, so that callers tell a store failure from a corrupt file. */
+  failure: unknown;
+  readonly #store: BatchObjectStore;
+  readonly #ref: ObjectRef;
+  readonly #options: ParquetReaderOptions;
+
+  constructor(store: BatchObjectStore, ref: ObjectRef, options: ParquetReaderOptions) {
+    this.#store = store;
+    this.#ref = ref;
+    this.#options = options;
+    this.byteLength = options.size;
+  }
+
+  async slice(start: number, end?: number): Promise<ArrayBuffer> {
+    try {
+      return await this.#read(start, end);
+    } catch (error) {
+      this.failure = error;
+      throw error;
+    }
+  }
+
+  async #read(start: number, end: number | undefined): Promise<ArrayBuffer> {
+    const stop = Math.min(end ?? this.byteLength, this.byteLength);
+    const out = new Uint8Array(Math.max(0, stop - start));
+    let at = 0;
+    const { etag, versionId } = this.#options;
+    for await (const chunk of this.#store.read(this.#ref, {
+      start,
+      end: stop,
+      ...(etag === undefined ? {} : { etag }),
+      ...(versionId === undefined ? {} : { versionId }),
+    })) {
+      if (at + chunk.byteLength > out.byteLength) throw new Error(`read past the range ${start}-${stop}`);
+      out.set(chunk, at);
+      at += chunk.byteLength;
+    }
+    if (at !== out.byteLength) {
+      throw new Error(`short read of ${this.#ref.key}: ${at} of ${out.byteLength} bytes at ${start}`);
+    }
+    this.bytesRead += at;
+    return out.buffer;
+  }
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

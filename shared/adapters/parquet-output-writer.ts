@@ -1,0 +1,284 @@
+/**
+ * Parquet results, written the way batch jobs write everything: in immutable parts, concatenated at the
+ * commit. A part is one or more row groups' bytes with no header and no footer ({@link encodeRowGroups});
+ * the file is `PAR1`, the parts in order, then a footer built from the parts' row-group metadata with their
+ * offsets moved to where each part landed ({@link parquetFileEnds}). So a part written twice (a crash
+ * between the part and its checkpoint) has the same bytes, and the commit streams parts as it does for
+ * JSON Lines.
+ *
+ * Schema: the id column (`id`: the input's id column's type, or INT64 row indices), then one column per
+ * model output, named like it: a scalar column for an output of one element per example, otherwise a LIST
+ * of the example's values in row-major order. Snappy compression, no statistics, no page indexes (their
+ * offsets would point into other parts). Encoding is `hyparquet-writer` (pure JavaScript, MIT).
+ */
+import type { ColumnChunk, RowGroup, SchemaElement } from 'hyparquet';
+import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
+import type { RowId } from '../core/batch/parquet-mapping';
+import { fromHalfArray } from '../core/fp16';
+import type { InferOutput } from '../core/protocol/infer-types';
+import type { Datatype, TensorData, TensorSpec } from '../core/tensor';
+
+/** The id column's Parquet type. */
+export type IdColumnType = 'STRING' | 'INT64' | 'DOUBLE';
+
+/** One output column: a scalar per row when `scalar`, else a list per row. */
+export interface OutputColumn {
+  readonly name: string;
+  readonly datatype: Datatype;
+  readonly scalar: boolean;
+}
+
+/** The columns of a results file. */
+export interface ParquetOutputSchema {
+  readonly idColumn: string;
+  readonly idType: IdColumnType;
+  readonly outputs: readonly OutputColumn[];
+}
+
+/**
+ * The output schema for a model's outputs: a scalar column for each output whose examples hold exactly
+ * one element (`[batch]` or `[batch, 1]`), a list column for every other.
+ */
+export function outputSchemaFor(
+  outputs: readonly TensorSpec[],
+  idColumn: string,
+  idType: IdColumnType,
+): ParquetOutputSchema {
+  return {
+    idColumn,
+    idType,
+    outputs: outputs.map((spec) => {
+      const example = spec.shape.slice(1);
+      return { name: spec.name, datatype: spec.datatype, scalar: example.every((d) => d === 1) };
+    }),
+  };
+}
+
+/** Scored rows: their ids and each output with the batch axis first, as a micro-batch's run returns them. */
+export interface ScoredBatch {
+  readonly ids: readonly RowId[];
+  readonly outputs: readonly InferOutput[];
+}
+
+/** A part's bytes and what the footer needs to know of them (JSON text, offsets relative to the part). */
+export interface EncodedPart {
+  readonly bytes: Uint8Array;
+  readonly rows: number;
+  /** The part's row groups as JSON, to keep beside the part until the commit. */
+  readonly rowGroups: string;
+}
+
+/**
+ * Encodes scored rows, in order, as row groups of at most `rowGroupRows` rows (a part's bytes).
+ *
+ * @example
+ * const part = encodeRowGroups(schema, [{ ids: ['a', 'b'], outputs: [{ name: 'y', datatype: 'FP32', shape: [2, 1], data }] }]);
+ */
+export function encodeRowGroups(
+  schema: ParquetOutputSchema,
+  batches: readonly ScoredBatch[],
+  rowGroupRows = 122_880,
+): EncodedPart {
+  const rows = batches.reduce((n, b) => n + b.ids.length, 0);
+  const writer = new ByteWriter();
+  const parquet = new ParquetWriter({ writer, schema: schemaElements(schema), statistics: false });
+  if (rows > 0) {
+    const columnData = [
+      { name: schema.idColumn, data: idValues(schema.idType, batches, rows), offsetIndex: false },
+      ...schema.outputs.map((column) => ({
+        name: column.name,
+        data: column.scalar ? scalarValues(column, batches, rows) : listValues(column, batches, rows),
+        offsetIndex: false,
+      })),
+    ];
+    // The writer checks no sizes: the data was built from the schema above.
+    void parquet.write({ columnData: columnData as never, rowGroupSize: rowGroupRows });
+  }
+  const all = new Uint8Array(writer.getBuffer());
+  const groups = parquet.row_groups.map((g) => moveRowGroup(g, -4));
+  return { bytes: all.slice(4), rows, rowGroups: JSON.stringify(groups, bigintAsText) };
+}
+
+/** What {@link parquetFileEnds} needs of a stored part. */
+export interface PartLayout {
+  /** The part's bytes. */
+  readonly bytes: number;
+  /** {@link EncodedPart.rowGroups}. */
+  readonly rowGroups: string;
+}
+
+/**
+ * The bytes before the first part (`PAR1`) and after the last (the footer) of the file made of `parts`.
+ */
+export function parquetFileEnds(
+  schema: ParquetOutputSchema,
+  parts: readonly PartLayout[],
+): { head: Uint8Array; footer: Uint8Array } {
+  const writer = new ByteWriter();
+  const parquet = new ParquetWriter({ writer, schema: schemaElements(schema), statistics: false });
+  let at = 4;
+  let rows = 0n;
+  for (const part of parts) {
+    for (const group of JSON.parse(part.rowGroups, textAsBigint) as RowGroup[]) {
+      parquet.row_groups.push(moveRowGroup(group, at));
+      rows += group.num_rows;
+    }
+    at += part.bytes;
+  }
+  parquet.num_rows = rows;
+  void parquet.finish();
+  const all = new Uint8Array(writer.getBuffer());
+  return { head: all.slice(0, 4), footer: all.slice(4) };
+}
+
+function schemaElements(schema: ParquetOutputSchema): SchemaElement[] {
+  const elements: SchemaElement[] = [
+    { name: 'root', num_children: 1 + schema.outputs.length },
+    { ...ID_TYPES[schema.idType], name: schema.idColumn, repetition_type: 'REQUIRED' },
+  ];
+  for (const column of schema.outputs) {
+    const leaf = LEAF_TYPES[column.datatype];
+    if (column.scalar) {
+      elements.push({ ...leaf, name: column.name, repetition_type: 'REQUIRED' });
+    } else {
+      elements.push(
+        { name: column.name, repetition_type: 'REQUIRED', converted_type: 'LIST', num_children: 1 },
+        { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
+        { ...leaf, name: 'element', repetition_type: 'REQUIRED' },
+      );
+    }
+  }
+  return elements;
+}
+
+type LeafType = Pick<SchemaElement, 'type' | 'converted_type'>;
+
+const ID_TYPES: Readonly<Record<IdColumnType, LeafType>> = {
+  STRING: { type: 'BYTE_ARRAY', converted_type: 'UTF8' },
+  INT64: { type: 'INT64' },
+  DOUBLE: { type: 'DOUBLE' },
+};
+
+const LEAF_TYPES: Readonly<Record<Datatype, LeafType>> = {
+  FP16: { type: 'FLOAT' },
+  FP32: { type: 'FLOAT' },
+  FP64: { type: 'DOUBLE' },
+  INT8: { type: 'INT32', converted_type: 'INT_8' },
+  INT16: { type: 'INT32', converted_type: 'INT_16' },
+  INT32: { type: 'INT32' },
+  UINT8: { type: 'INT32', converted_type: 'UINT_8' },
+  UINT16: { type: 'INT32', converted_type: 'UINT_16' },
+  UINT32: { type: 'INT64', converted_type: 'UINT_32' },
+  INT64: { type: 'INT64' },
+  UINT64: { type: 'INT64', converted_type: 'UINT_64' },
+  BOOL: { type: 'BOOLEAN' },
+  BYTES: { type: 'BYTE_ARRAY', converted_type: 'UTF8' },
+};
+
+function idValues(type: IdColumnType, batches: readonly ScoredBatch[], rows: number): unknown[] {
+  const out = new Array<unknown>(rows);
+  let at = 0;
+  for (const batch of batches) {
+    for (const id of batch.ids) {
+      out[at++] = type === 'INT64' ? BigInt(id) : type === 'DOUBLE' ? Number(id) : String(id);
+    }
+  }
+  return out;
+}
+
+/** One output's values as the leaf type takes them: numbers, bigints, booleans or strings. */
+function leafValues(datatype: Datatype, data: TensorData): ArrayLike<unknown> {
+  switch (datatype) {
+    case 'FP16':
+      return fromHalfArray(data as Uint16Array);
+    case 'UINT32':
+      return Array.from(data as Uint32Array, (v) => BigInt(v));
+    case 'BOOL':
+      return Array.from(data as Uint8Array, (v) => v !== 0);
+    default:
+      return data;
+  }
+}
+
+function outputOf(batch: ScoredBatch, name: string): InferOutput {
+  const output = batch.outputs.find((o) => o.name === name);
+  if (output === undefined) throw new Error(`a scored batch lacks output '${name}'`);
+  return output;
+}
+
+function scalarValues(
+  column: OutputColumn,
+  batches: readonly ScoredBatch[],
+  rows: number,
+): ArrayLike<unknown> {
+  const first = batches[0];
+  if (batches.length === 1 && first !== undefined)
+    return leafValues(column.datatype, outputOf(first, column.name).data);
+  const out = new Array<unknown>(rows);
+  let at = 0;
+  for (const batch of batches) {
+    const values = leafValues(column.datatype, outputOf(batch, column.name).data);
+    for (let k = 0; k < values.length; k++) out[at++] = values[k];
+  }
+  return out;
+}
+
+function listValues(column: OutputColumn, batches: readonly ScoredBatch[], rows: number): unknown[] {
+  const out = new Array<unknown>(rows);
+  let at = 0;
+  for (const batch of batches) {
+    const output = outputOf(batch, column.name);
+    const values = leafValues(column.datatype, output.data);
+    const n = batch.ids.length;
+    const width = n === 0 ? 0 : values.length / n;
+    for (let r = 0; r < n; r++) {
+      out[at++] = Array.prototype.slice.call(values, r * width, (r + 1) * width);
+    }
+  }
+  return out;
+}
+
+/** A row group with every file offset moved by `delta` bytes. */
+function moveRowGroup(group: RowGroup, delta: number): RowGroup {
+  const d = BigInt(delta);
+  const move = (v: bigint | undefined) => (v === undefined ? undefined : v + d);
+  return {
+    ...group,
+    columns: group.columns.map(
+      (c): ColumnChunk => ({
+        ...c,
+        file_offset: c.file_offset + d,
+        ...(c.meta_data === undefined
+          ? {}
+          : {
+              meta_data: {
+                ...c.meta_data,
+                data_page_offset: c.meta_data.data_page_offset + d,
+                ...definedOnly('dictionary_page_offset', move(c.meta_data.dictionary_page_offset)),
+                ...definedOnly('index_page_offset', move(c.meta_data.index_page_offset)),
+              },
+            }),
+      }),
+    ),
+    ...definedOnly('file_offset', move(group.file_offset)),
+  };
+}
+
+function definedOnly<K extends string>(key: K, value: bigint | undefined): Partial<Record<K, bigint>> {
+  return value === undefined ? {} : ({ [key]: value } as Record<K, bigint>);
+}
+
+function bigintAsText(_key: string, value: unknown): unknown {
+  return typeof value === 'bigint' ? { $bigint: value.toString() } : value;
+}
+
+function textAsBigint(_key: string, value: unknown): unknown {
+  if (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { $bigint?: unknown }).$bigint === 'string'
+  ) {
+    return BigInt((value as { $bigint: string }).$bigint);
+  }
+  return value;
+}

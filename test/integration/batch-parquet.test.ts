@@ -1,0 +1,306 @@
+/**
+ * Parquet in and out with files nobody here wrote: DuckDB writes the inputs (nulls, a list column, a
+ * dictionary-encoded id column, several row groups), they are read from s3rver with ranged GETs, mapped to
+ * tensors, scored by onnxruntime (the Linear model), written as Parquet parts concatenated by the store, and
+ * DuckDB reads the result back without options.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import { OrtEngine } from '../../shared/adapters/ort-engine';
+import { ParquetObjectReader } from '../../shared/adapters/parquet-object-reader';
+import {
+  encodeRowGroups,
+  outputSchemaFor,
+  parquetFileEnds,
+  type ScoredBatch,
+} from '../../shared/adapters/parquet-output-writer';
+import { S3ObjectIo } from '../../shared/adapters/s3-object-io';
+import { UnsupportedInputError } from '../../shared/core/batch/errors';
+import {
+  DEFAULT_PARQUET_MAPPING,
+  mapRows,
+  type ParquetMappingConfig,
+  planParquetColumns,
+  type RowFailure,
+} from '../../shared/core/batch/parquet-mapping';
+import type { LoadedModel } from '../../shared/core/ports';
+import type { Tensor } from '../../shared/core/tensor';
+import { buildLinearModel, LINEAR_IN, LINEAR_OUT, LINEAR_WEIGHTS } from '../../tools/onnx/model-builder';
+import { ENGINE_OPTIONS } from '../support/engine-fixtures';
+import { type S3Server, startS3Server } from '../support/s3-server';
+
+const ROWS = 5000;
+const BUCKET = 'pq';
+let s3: S3Server;
+let io: S3ObjectIo;
+let dir: string;
+let duck: DuckDBConnection;
+let model: LoadedModel;
+
+beforeAll(async () => {
+  s3 = await startS3Server({ bucket: BUCKET });
+  io = new S3ObjectIo({ client: s3.client });
+  dir = await mkdtemp(join(tmpdir(), 'parquet-'));
+  duck = await (await DuckDBInstance.create(':memory:')).connect();
+  model = await new OrtEngine({ defaultIntraOpThreads: 1 }).load(
+    { bytes: buildLinearModel(), format: 'onnx' },
+    ENGINE_OPTIONS,
+  );
+});
+
+afterAll(async () => {
+  await model?.release();
+  duck?.closeSync();
+  await s3?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** Element j of row i's features (exact in float32). */
+const feature = (i: number, j: number) => ((i * 7 + j * 3) % 17) / 4 - 2;
+const featureSql = (j: number) => `((i * 7 + ${j * 3}) % 17) / 4 - 2`;
+
+/** Writes `select` to a Parquet file with DuckDB and uploads it; returns its key and size. */
+async function duckParquet(
+  name: string,
+  select: string,
+  options: string,
+): Promise<{ key: string; size: number }> {
+  const path = join(dir, name);
+  await duck.run(`COPY (${select}) TO '${path}' (FORMAT parquet, ${options})`);
+  const bytes = await import('node:fs/promises').then((fs) => fs.readFile(path));
+  await s3.putObject(BUCKET, name, bytes);
+  return { key: name, size: bytes.byteLength };
+}
+
+async function query(sql: string): Promise<Record<string, unknown>[]> {
+  return (await duck.runAndReadAll(sql)).getRowObjectsJS() as Record<string, unknown>[];
+}
+
+/** Scores a Parquet object row group by row group; returns the result file's path and the failures. */
+async function score(
+  key: string,
+  size: number,
+  mapping: ParquetMappingConfig,
+): Promise<{ path: string; failures: RowFailure[]; reader: ParquetObjectReader; scored: number }> {
+  const reader = await ParquetObjectReader.open(io, { bucket: BUCKET, key }, { size });
+  const plan = planParquetColumns(model.signature, true, reader.info.columns, mapping);
+  const idType = 'STRING' as const;
+  const schema = outputSchemaFor(model.signature.outputs, 'id', idType);
+  const failures: RowFailure[] = [];
+  const parts: { key: string; bytes: number; rowGroups: string }[] = [];
+  let scored = 0;
+  for (const group of reader.info.rowGroups) {
+    const chunk = await reader.readRowGroup(group.index, plan.columns);
+    const mapped = mapRows(plan, chunk, group.firstRow, group.firstRow + group.rows, {
+      maxBatchRecords: 256,
+      maxBatchBytes: 1 << 20,
+      maxTensorElements: 1 << 20,
+    });
+    failures.push(...mapped.failures);
+    const batches: ScoredBatch[] = [];
+    for (const batch of mapped.batches) {
+      const feeds: Record<string, Tensor> = {};
+      for (const input of batch.inputs) feeds[input.name] = input;
+      const outputs = await model.run(feeds);
+      batches.push({
+        ids: batch.ids,
+        outputs: Object.entries(outputs).map(([name, t]) => ({ name, ...t })),
+      });
+      scored += batch.rows.length;
+    }
+    const part = encodeRowGroups(schema, batches);
+    const partKey = `out/${key}.parts/${group.index}.parquet`;
+    await io.write({ bucket: BUCKET, key: partKey }, [part.bytes], {
+      contentType: 'application/octet-stream',
+      gzip: false,
+    });
+    parts.push({ key: partKey, bytes: part.bytes.byteLength, rowGroups: part.rowGroups });
+  }
+  const ends = parquetFileEnds(schema, parts);
+  await io.putText({ bucket: BUCKET, key: `out/${key}.head` }, 'PAR1');
+  await io.write({ bucket: BUCKET, key: `out/${key}.footer` }, [ends.footer], {
+    contentType: 'application/octet-stream',
+    gzip: false,
+  });
+  expect(Buffer.from(ends.head).toString()).toBe('PAR1');
+  const outKey = `out/${key}.out.parquet`;
+  await io.concat(
+    { bucket: BUCKET, key: outKey },
+    [
+      { key: `out/${key}.head`, bytes: 4 },
+      ...parts.map((p) => ({ key: p.key, bytes: p.bytes })),
+      { key: `out/${key}.footer`, bytes: ends.footer.byteLength },
+    ],
+    'application/vnd.apache.parquet',
+  );
+  const chunks: Uint8Array[] = [];
+  for await (const c of io.read({ bucket: BUCKET, key: outKey })) chunks.push(c);
+  const path = join(dir, `${key}.out.parquet`);
+  await writeFile(path, Buffer.concat(chunks));
+  return { path, failures, reader, scored };
+}
+
+function linear(x: readonly number[]): number[] {
+  return LINEAR_WEIGHTS.bias.map(
+    (b, o) => b + x.reduce((sum, v, j) => sum + v * ((LINEAR_WEIGHTS.weight[o] as number[])[j] as number), 0),
+  );
+}
+
+describe('Parquet batch scoring with DuckDB files', () => {
+  it('scores a list column with nulls and a dictionary-encoded id, row group by row group', async () => {
+    const list = Array.from({ length: LINEAR_IN }, (_, j) => featureSql(j)).join(', ');
+    const { key, size } = await duckParquet(
+      'lists.parquet',
+      `SELECT CASE WHEN i % 97 = 5 THEN NULL ELSE 'k-' || (i % 50) END AS id,
+              CASE WHEN i % 89 = 3 THEN NULL
+                   WHEN i % 101 = 7 THEN [1.0, 2.0]::FLOAT[]
+                   ELSE [${list}]::FLOAT[] END AS x
+       FROM range(${ROWS}) t(i) ORDER BY i`,
+      'COMPRESSION zstd, ROW_GROUP_SIZE 2048',
+    );
+    const meta = await query(
+      `SELECT row_group_id, path_in_schema, encodings FROM parquet_metadata('${join(dir, key)}')`,
+    );
+    expect(new Set(meta.map((m) => m.row_group_id)).size).toBeGreaterThanOrEqual(2);
+    expect(
+      meta.filter((m) => m.path_in_schema === 'id').every((m) => String(m.encodings).includes('DICTIONARY')),
+    ).toBe(true);
+
+    s3.requests.clear();
+    const { path, failures, reader, scored } = await score(key, size, DEFAULT_PARQUET_MAPPING);
+
+    // Ranged GETs: the footer, then one read per row group, none of them the whole file.
+    const gets = s3.requests.entries.filter((e) => e.command === 'GetObject' && e.key === key);
+    expect(gets.length).toBeGreaterThanOrEqual(1 + reader.info.rowGroups.length);
+    expect(gets.every((g) => g.range !== undefined)).toBe(true);
+    const largestGroup = Math.max(...reader.info.rowGroups.map((g) => g.bytes));
+    expect(largestGroup).toBeLessThan(size / 2);
+
+    const expectedFailures: [number, string][] = [];
+    for (let i = 0; i < ROWS; i++) {
+      if (i % 97 === 5) expectedFailures.push([i, `row ${i}: id column 'id' is null`]);
+      else if (i % 89 === 3) expectedFailures.push([i, `row ${i}: column 'x' is null, expected a list`]);
+      else if (i % 101 === 7)
+        expectedFailures.push([i, `row ${i}: column 'x' holds 2 values, expected 10 (shape [10])`]);
+    }
+    expect(failures.map((f) => [f.row, f.message])).toEqual(expectedFailures);
+    expect(scored + failures.length).toBe(ROWS);
+
+    const out = await query(`SELECT id, y FROM read_parquet('${path}')`);
+    const schema = await query(`DESCRIBE SELECT * FROM read_parquet('${path}')`);
+    expect(schema.map((c) => [c.column_name, c.column_type])).toEqual([
+      ['id', 'VARCHAR'],
+      ['y', 'FLOAT[]'],
+    ]);
+    const failed = new Set(expectedFailures.map(([row]) => row));
+    const rows = Array.from({ length: ROWS }, (_, i) => i).filter((i) => !failed.has(i));
+    expect(out).toHaveLength(rows.length);
+    out.forEach((line, k) => {
+      const i = rows[k] as number;
+      expect(line.id).toBe(`k-${i % 50}`);
+      const expected = linear(Array.from({ length: LINEAR_IN }, (_, j) => feature(i, j)));
+      const y = line.y as number[];
+      expect(y).toHaveLength(LINEAR_OUT);
+      for (const [o, v] of y.entries()) expect(v).toBeCloseTo(expected[o] as number, 4);
+    });
+  });
+
+  it('gathers scalar columns by prefix; a null cell fails its row alone', async () => {
+    const columns = Array.from({ length: LINEAR_IN }, (_, j) =>
+      j === 3
+        ? `CASE WHEN i % 13 = 0 THEN NULL ELSE ${featureSql(j)} END AS f${j}`
+        : `${featureSql(j)}::DOUBLE AS f${j}`,
+    ).join(', ');
+    const { key, size } = await duckParquet(
+      'scalars.parquet',
+      `SELECT 'r' || i AS id, ${columns}, 'noise' AS note FROM range(300) t(i) ORDER BY i`,
+      'COMPRESSION snappy, ROW_GROUP_SIZE 100',
+    );
+    const { path, failures } = await score(key, size, { idColumn: 'id', inputs: { x: { prefix: 'f' } } });
+    expect(failures.map((f) => f.row)).toEqual(
+      Array.from({ length: 300 }, (_, i) => i).filter((i) => i % 13 === 0),
+    );
+    expect(failures[0]?.message).toBe(`row 0: column 'f3' is null, not a number`);
+    const out = await query(`SELECT id, y FROM read_parquet('${path}')`);
+    expect(out).toHaveLength(300 - failures.length);
+    const first = out[0] as { id: string; y: number[] };
+    expect(first.id).toBe('r1');
+    const expected = linear(Array.from({ length: LINEAR_IN }, (_, j) => feature(1, j)));
+    for (const [o, v] of first.y.entries()) expect(v).toBeCloseTo(expected[o] as number, 4);
+
+    // Without the mapping every scalar column is a feature: 11 columns for 10 values is refused.
+    await expect(score(key, size, DEFAULT_PARQUET_MAPPING)).rejects.toThrow('11 column(s)');
+  });
+
+  it('writes width-1 outputs as scalar columns and others as lists, parts joined, readable by DuckDB', async () => {
+    const schema = outputSchemaFor(
+      [
+        { name: 'score', datatype: 'FP32', shape: [-1, 1] },
+        { name: 'flags', datatype: 'BOOL', shape: [-1, 2] },
+        { name: 'label', datatype: 'INT64', shape: [-1] },
+      ],
+      'row',
+      'INT64',
+    );
+    const batch = (ids: number[]): ScoredBatch => ({
+      ids,
+      outputs: [
+        {
+          name: 'score',
+          datatype: 'FP32',
+          shape: [ids.length, 1],
+          data: Float32Array.from(ids, (i) => i / 2),
+        },
+        {
+          name: 'flags',
+          datatype: 'BOOL',
+          shape: [ids.length, 2],
+          data: Uint8Array.from(ids.flatMap((i) => [i % 2, 1 - (i % 2)])),
+        },
+        {
+          name: 'label',
+          datatype: 'INT64',
+          shape: [ids.length],
+          data: BigInt64Array.from(ids, (i) => BigInt(i) * 10n),
+        },
+      ],
+    });
+    const parts = [
+      encodeRowGroups(schema, [batch([0, 1]), batch([2])]),
+      encodeRowGroups(schema, [batch([3, 4, 5])], 2),
+    ];
+    const ends = parquetFileEnds(
+      schema,
+      parts.map((p) => ({ bytes: p.bytes.byteLength, rowGroups: p.rowGroups })),
+    );
+    const path = join(dir, 'written.parquet');
+    await writeFile(path, Buffer.concat([ends.head, ...parts.map((p) => p.bytes), ends.footer]));
+    const columns = await query(`DESCRIBE SELECT * FROM read_parquet('${path}')`);
+    expect(columns.map((c) => [c.column_name, c.column_type])).toEqual([
+      ['row', 'BIGINT'],
+      ['score', 'FLOAT'],
+      ['flags', 'BOOLEAN[]'],
+      ['label', 'BIGINT'],
+    ]);
+    const groups = await query(`SELECT DISTINCT row_group_id, compression FROM parquet_metadata('${path}')`);
+    expect(new Set(groups.map((g) => g.row_group_id)).size).toBe(3);
+    expect(new Set(groups.map((g) => g.compression))).toEqual(new Set(['SNAPPY']));
+    expect(await query(`SELECT * FROM read_parquet('${path}')`)).toEqual(
+      [0, 1, 2, 3, 4, 5].map((i) => ({
+        row: BigInt(i),
+        score: i / 2,
+        flags: [i % 2 === 1, i % 2 === 0],
+        label: BigInt(i * 10),
+      })),
+    );
+  });
+
+  it('refuses an object that is not Parquet, as unsupported input', async () => {
+    await s3.putObject(BUCKET, 'fake.parquet', '{"x": [1, 2, 3]}\n');
+    await expect(
+      ParquetObjectReader.open(io, { bucket: BUCKET, key: 'fake.parquet' }, { size: 17 }),
+    ).rejects.toThrow(UnsupportedInputError);
+  });
+});
