@@ -16,7 +16,7 @@ export interface PrecisionInfo {
   readonly quantizableMatMuls: number;
   /** Contrib (com.microsoft) and other non-default-domain ops, by `domain.op`. */
   readonly customOps: Readonly<Record<string, number>>;
-  /** Initialisers by element type name, for the float16 and integer weights of a variant. */
+  /** Initialisers and Constant tensors by element type name, e.g. the float16 or int8 weights of a variant. */
   readonly weightTypes: Readonly<Record<string, number>>;
 }
 
@@ -39,7 +39,11 @@ export function precisionInfo(bytes: Uint8Array): PrecisionInfo {
     customOps[key] = (customOps[key] ?? 0) + 1;
   }
   const weightTypes: Record<string, number> = {};
-  for (const t of graph.initializer ?? []) {
+  const constants = (graph.node ?? [])
+    .filter((n) => n.opType === 'Constant')
+    .flatMap((n) => (n.attribute ?? []).map((a) => a.t))
+    .filter((t): t is onnx.ITensorProto => t !== null && t !== undefined);
+  for (const t of [...(graph.initializer ?? []), ...constants]) {
     const name = TYPE_NAMES[t.dataType ?? 0] ?? `type ${t.dataType}`;
     weightTypes[name] = (weightTypes[name] ?? 0) + 1;
   }

@@ -58,6 +58,8 @@ export interface OrtCopyOptions {
   readonly measureRuns?: number;
   /** Values of symbolic dims for the check's inputs, e.g. `{ height: 48 }` (see {@link checkInputs}). */
   readonly checkDims?: Readonly<Record<string, number>>;
+  /** How close the copy must answer; default {@link CHECK_TOLERANCE}. */
+  readonly tolerance?: { readonly atol: number; readonly rtol: number };
   readonly log?: (text: string) => void;
 }
 
@@ -67,7 +69,10 @@ export interface OrtCopy {
   readonly sha256: string;
   readonly size: number;
   readonly level: OptimizationLevel;
-  readonly check: OutputComparison & { readonly inputs: Readonly<Record<string, readonly number[]>> };
+  readonly check: OutputComparison & {
+    readonly inputs: Readonly<Record<string, readonly number[]>>;
+    readonly tolerance?: { readonly atol: number; readonly rtol: number };
+  };
   /** The `.onnx` as served (from bytes, default options): creation time and resident memory. */
   readonly before: SessionMeasurements | undefined;
   /** The `.ort` as served: zero-copy initialisers, prepacking off. */
@@ -119,14 +124,18 @@ export async function buildOrtCopy(onnxBytes: Uint8Array, options: OrtCopyOption
         const actual = await optimised.run(feeds);
         let comparison: OutputComparison;
         try {
-          comparison = compareOutputs(expected, actual, CHECK_TOLERANCE);
+          comparison = compareOutputs(expected, actual, options.tolerance ?? CHECK_TOLERANCE);
         } catch (error) {
           throw new Error(
             `the ORT copy of ${options.label} answers differently: ${(error as Error).message}`,
           );
         }
         const inputs = Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, t.shape]));
-        check = { ...comparison, inputs };
+        check = {
+          ...comparison,
+          inputs,
+          ...(options.tolerance === undefined ? {} : { tolerance: options.tolerance }),
+        };
       } finally {
         await optimised.release();
       }
@@ -158,7 +167,7 @@ export function formatOrtCopy(copy: OrtCopy, onnxSize: number): string[] {
   const lines = [
     `  model.ort  ${formatBytes(copy.size)} (level ${copy.level}; model.onnx ${formatBytes(onnxSize)})  sha256 ${copy.sha256}`,
     `  check: same outputs as model.onnx on seeded inputs ${shapes}: ${copy.check.elements} elements, ` +
-      `max |diff| ${copy.check.maxAbsDiff.toExponential(2)} (atol ${CHECK_TOLERANCE.atol}, rtol ${CHECK_TOLERANCE.rtol})`,
+      `max |diff| ${copy.check.maxAbsDiff.toExponential(2)} (atol ${(copy.check.tolerance ?? CHECK_TOLERANCE).atol}, rtol ${(copy.check.tolerance ?? CHECK_TOLERANCE).rtol})`,
   ];
   const { before, after } = copy;
   if (before !== undefined && after !== undefined) {

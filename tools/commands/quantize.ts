@@ -16,7 +16,8 @@ import {
   stringOption,
   UsageError,
 } from './command';
-import { ortCopyOptions } from './optimize';
+import { readOnnxInfo } from './onnx-info';
+import { assertCheckDims, ortCopyOptions } from './optimize';
 import {
   assertNoVariant,
   DEFAULT_RANDOM_RUNS,
@@ -208,6 +209,10 @@ ${REPOSITORY_HELP}`,
           `${model}/${version}/model.onnx does not match the sha256 in config.json: run verify`,
         );
       }
+      assertCheckDims(
+        readOnnxInfo(onnxBytes, `${model}/${version}/model.onnx`),
+        settings.context.checkDims ?? {},
+      );
       const label = `${model} version ${version}`;
       const prepared = await prepareVariants(onnxBytes, settings.requests, {
         ...settings.context,

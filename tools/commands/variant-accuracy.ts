@@ -51,15 +51,15 @@ export interface AccuracyBounds {
 }
 
 /**
- * Defaults by precision, set from measurements (docs/models.md "Smaller models"): int8 answers within a
- * few percent of float32, int4 within ~10-15% on the largest output of a random-weight MLP, fp16 within
- * 0.1%. The bounds refuse a variant that is broken or far worse than usual for its kind, not one that is
+ * Defaults by precision, set from measurements (docs/models.md "Smaller models"): int8 answers within
+ * 1-3% of the largest output, int4 within 10-20%, fp16 within 0.03% (an MLP) to 1.3% (the PaddleOCR
+ * recogniser's 6,625-way softmax). The bounds refuse a variant that is broken or far worse than usual for its kind, not one that is
  * merely imperfect: a deployment that needs more sets them tighter.
  */
 export const DEFAULT_BOUNDS: Readonly<Record<Precision, AccuracyBounds>> = {
   int8: { maxError: 0.1, minCosine: 0.99, minTop1: 0.9 },
   int4: { maxError: 0.25, minCosine: 0.95, minTop1: 0.8 },
-  fp16: { maxError: 0.01, minCosine: 0.999, minTop1: 0.98 },
+  fp16: { maxError: 0.05, minCosine: 0.999, minTop1: 0.98 },
 };
 
 function isFloat(t: Tensor): boolean {
