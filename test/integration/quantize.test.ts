@@ -433,7 +433,16 @@ describe('quantize', () => {
 
     const again = await cli('quantize', '--model', 'mlp', '--repo', repo, '--to', 'int4');
     expect(again.code).toBe(1);
-    expect(again.err).toContain('already has a int4 variant: pass --replace');
+    expect(again.err).toContain('already has its int4 variant: pass --replace');
+    const replaced = await cli('quantize', '--model', 'mlp', '--repo', repo, '--to', 'int4', '--replace');
+    expect(replaced.code).toBe(0);
+    const entry = JSON.parse(await readFile(join(repo, 'mlp', 'config.json'), 'utf8')).versions['1'].variants
+      .int4;
+    const file = new Uint8Array(await readFile(join(repo, 'mlp', '1', 'model.int4.onnx')));
+    expect(entry).toMatchObject({
+      sha256: sha256(file),
+      accuracy: { withinBounds: true, bounds: { maxError: 0.25 } },
+    });
   });
 
   it('refuses an unknown precision (usage) and a model without a quantisable MatMul', async () => {

@@ -264,7 +264,7 @@ export async function assertNoVariant(
   if (replace) return;
   if (recorded) {
     throw new VersionExistsError(
-      `${model} version ${version} already has a ${name} variant: pass --replace to make it again`,
+      `${model} version ${version} already has its ${name} variant: pass --replace to make it again`,
     );
   }
   for (const format of ['onnx', 'ort'] as const) {
