@@ -105,6 +105,47 @@ export function functionForRoute(pkg: PackagedService, routeKey: string): CfReso
   return fn;
 }
 
+/**
+ * The environment Lambda gives a `nodejs22.x` function, with the sandbox's folders for `/var/task`,
+ * `/opt`, `/var/runtime` and `/tmp` (nothing is written to the real ones): `LAMBDA_TASK_ROOT`,
+ * `LAMBDA_RUNTIME_DIR`, Lambda's `NODE_PATH` order (`/opt/nodejs/node22/node_modules`,
+ * `/opt/nodejs/node_modules`, `/var/runtime/node_modules`, `/var/runtime`, `/var/task`), the function's
+ * name, memory, version, log group and stream, `AWS_EXECUTION_ENV`, then the function's packaged environment.
+ */
+export function lambdaEnvironment(
+  layout: Pick<LambdaLayout, 'sandbox' | 'taskRoot' | 'layerRoot' | 'fn'>,
+): NodeJS.ProcessEnv {
+  const { sandbox, taskRoot, layerRoot, fn } = layout;
+  const props = fn.Properties ?? {};
+  const runtimeDir = join(sandbox, 'var', 'runtime');
+  return {
+    PATH: process.env.PATH,
+    LANG: 'en_US.UTF-8',
+    TZ: ':UTC',
+    // lambda-local reads ~/.aws/*: an empty home keeps the developer's profiles out.
+    HOME: sandbox,
+    TMPDIR: join(sandbox, 'tmp'),
+    LAMBDA_TASK_ROOT: taskRoot,
+    LAMBDA_RUNTIME_DIR: runtimeDir,
+    NODE_PATH: [
+      join(layerRoot, 'nodejs', 'node22', 'node_modules'),
+      join(layerRoot, 'nodejs', 'node_modules'),
+      join(runtimeDir, 'node_modules'),
+      runtimeDir,
+      taskRoot,
+    ].join(':'),
+    AWS_REGION: 'us-east-1',
+    AWS_DEFAULT_REGION: 'us-east-1',
+    AWS_LAMBDA_FUNCTION_NAME: String(props.FunctionName),
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(props.MemorySize),
+    AWS_LAMBDA_FUNCTION_VERSION: '$LATEST',
+    AWS_LAMBDA_LOG_GROUP_NAME: `/aws/lambda/${String(props.FunctionName)}`,
+    AWS_LAMBDA_LOG_STREAM_NAME: '2026/01/01/[$LATEST]0123456789abcdef0123456789abcdef',
+    AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs22.x',
+    ...environmentOf(fn),
+  };
+}
+
 /** Unzips `fn` and its one layer into a fresh sandbox. */
 export async function unpackFunction(pkg: PackagedService, fn: CfResource): Promise<LambdaLayout> {
   if (process.platform !== 'linux' || process.arch !== 'x64') {
@@ -121,6 +162,7 @@ export async function unpackFunction(pkg: PackagedService, fn: CfResource): Prom
   if (layers?.length !== 1) throw new Error(`expected one layer, found ${JSON.stringify(layers)}`);
   await extractZip(pkg.artefactOf(pkg.template.Resources[layers[0]?.Ref ?? '']), layerRoot);
   await mkdir(join(sandbox, 'tmp'));
+  await mkdir(join(sandbox, 'var', 'runtime'), { recursive: true });
 
   return {
     sandbox,
@@ -135,22 +177,9 @@ export async function unpackFunction(pkg: PackagedService, fn: CfResource): Prom
       await writeFile(runnerFile, RUNNER);
       await rm(reportFile, { force: true });
       const lambdaEnv: NodeJS.ProcessEnv = {
-        PATH: process.env.PATH,
-        LANG: 'en_US.UTF-8',
-        TZ: ':UTC',
-        // lambda-local reads ~/.aws/*: an empty home keeps the developer's profiles out.
-        HOME: sandbox,
-        TMPDIR: join(sandbox, 'tmp'),
-        LAMBDA_TASK_ROOT: taskRoot,
-        LAMBDA_RUNTIME_DIR: join(sandbox, 'var', 'runtime'),
+        ...lambdaEnvironment({ sandbox, taskRoot, layerRoot, fn }),
+        // lambda-local's module search stays the layer's alone, as before.
         NODE_PATH: join(layerRoot, 'nodejs', 'node_modules'),
-        AWS_REGION: 'us-east-1',
-        AWS_DEFAULT_REGION: 'us-east-1',
-        AWS_LAMBDA_FUNCTION_NAME: String(props.FunctionName),
-        AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(props.MemorySize),
-        AWS_LAMBDA_FUNCTION_VERSION: '$LATEST',
-        AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs22.x',
-        ...environmentOf(fn),
         ...env,
       };
       const timeoutMs = Number(props.Timeout) * 1000;
