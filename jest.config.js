@@ -13,6 +13,8 @@ module.exports = {
     '/node_modules/(?!(@middy|hyparquet|hyparquet-writer|hyparquet-compressors|hysnappy|fzstd)/)',
   ],
   moduleFileExtensions: ['ts', 'js', 'mjs', 'cjs', 'json', 'node'],
+  // Build outputs (the packaged service's copy, Node 22, the runtime client) are not modules of the tests.
+  modulePathIgnorePatterns: ['<rootDir>/.build/'],
   testTimeout: 60_000,
   // Two cores: more workers only thrash the onnxruntime thread pools.
   maxWorkers: 2,
