@@ -42,6 +42,7 @@ export async function startServer(
   const isReady = () => preloaded && !stopping;
   const runtime = createRuntime(config, {
     withPrometheus: true,
+    queueing: true,
     dynamicBatching: config.dynamicBatching,
     workerEngine: true,
     isReady,
@@ -53,9 +54,12 @@ export async function startServer(
     host: config.server.host,
     port: config.server.port,
     maxBodyBytes: config.limits.maxBodyBytes,
+    maxInflightBytes: config.server.maxInflightBytes,
     requestTimeoutMs: config.requestTimeoutMs,
     shutdownGraceMs: config.server.shutdownGraceMs,
+    gate: runtime.gate,
     onUnexpectedError: (error) => logger.error('request failed', { error: error as Error }),
+    onClientGone: (details) => logger.info('client disconnected mid-upload', { ...details }),
     ...(prometheus === undefined
       ? {}
       : { metrics: { contentType: PROMETHEUS_CONTENT_TYPE, render: () => prometheus.registry.render() } }),
@@ -64,7 +68,9 @@ export async function startServer(
     url: server.url,
     repository: runtime.registry.location,
     model: config.pinnedModel,
-    dynamicBatching: runtime.batcher === undefined ? 'off' : 'on',
+    dynamicBatching: config.dynamicBatching ? 'on' : 'off',
+    maxQueueSize: config.server.maxQueueSize,
+    maxInflightMb: config.server.maxInflightBytes / 2 ** 20,
     engineThread: config.engineThread,
     preload: config.preload,
   });

@@ -5,6 +5,7 @@
  */
 import { type BatchConfig, parseBatchConfig } from './batch/batch-config';
 import { deepFreeze } from './deep-freeze';
+import { DEFAULT_MAX_QUEUE_SIZE } from './dynamic-batcher';
 import { ConfigError } from './errors';
 import { isValidModelName } from './names';
 
@@ -44,7 +45,15 @@ export interface ServingConfig {
   readonly timeoutMarginMs: number;
   /** HTTP server: answer 504 after this long. */
   readonly requestTimeoutMs: number;
-  readonly server: { readonly host: string; readonly port: number; readonly shutdownGraceMs: number };
+  readonly server: {
+    readonly host: string;
+    readonly port: number;
+    readonly shutdownGraceMs: number;
+    /** Requests that may wait per model version (unless its `dynamicBatching.maxQueueSize` says); 503 past it. */
+    readonly maxQueueSize: number;
+    /** Bytes of request bodies being read or served at once; 503 past it, decided before a body is read. */
+    readonly maxInflightBytes: number;
+  };
   /** HTTP server: batch models whose config.json has `dynamicBatching` (`DYNAMIC_BATCHING=on|off`). */
   readonly dynamicBatching: boolean;
   /** HTTP server: run sessions on the event loop or in worker threads (`ENGINE_THREAD=main|worker`). */
@@ -98,6 +107,20 @@ export function parseConfig(env: Env, facts: InstanceFacts): ServingConfig {
   if (!(ENGINE_THREADS as readonly string[]).includes(engineThread))
     problems.push(`${ENV_PREFIX}ENGINE_THREAD: must be one of ${ENGINE_THREADS.join(', ')}`);
   const portFallback = read.int('PORT', 8080, 0, 65535, false);
+  const maxBodyMb = read.int('MAX_BODY_MB', 16, 1, 4096);
+  // Bodies in flight get a tenth of the memory (the session cache has most of it), and always room for
+  // one body of the largest size.
+  const maxInflightMb = read.int(
+    'MAX_INFLIGHT_MB',
+    Math.max(maxBodyMb, Math.floor((memoryBytes * 0.1) / MB)),
+    1,
+    1 << 20,
+  );
+  if (maxInflightMb < maxBodyMb) {
+    problems.push(
+      `${ENV_PREFIX}MAX_INFLIGHT_MB: ${maxInflightMb} is below ${ENV_PREFIX}MAX_BODY_MB (${maxBodyMb}): a request of the largest size could never be read`,
+    );
+  }
 
   const config: ServingConfig = {
     repository,
@@ -110,7 +133,7 @@ export function parseConfig(env: Env, facts: InstanceFacts): ServingConfig {
     configTtlMs: read.int('CONFIG_TTL_SECONDS', 30, 0, 86_400) * 1000,
     intraOpThreads: read.int('INTRA_OP_THREADS', defaultThreads(lambdaMemoryMb, facts), 1, 1024),
     limits: {
-      maxBodyBytes: read.int('MAX_BODY_MB', 16, 1, 4096) * MB,
+      maxBodyBytes: maxBodyMb * MB,
       maxTensorElements: read.int('MAX_TENSOR_ELEMENTS', 16 * MB, 1, 2 ** 31),
     },
     timeoutMarginMs: read.int('TIMEOUT_MARGIN_MS', 250, 0, 60_000),
@@ -119,6 +142,8 @@ export function parseConfig(env: Env, facts: InstanceFacts): ServingConfig {
       host: read.string('HOST', '127.0.0.1'),
       port: read.int('PORT', portFallback, 0, 65535),
       shutdownGraceMs: read.int('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+      maxQueueSize: read.int('MAX_QUEUE_SIZE', DEFAULT_MAX_QUEUE_SIZE, 1, 1 << 20),
+      maxInflightBytes: maxInflightMb * MB,
     },
     dynamicBatching: read.onOff('DYNAMIC_BATCHING', true),
     engineThread: engineThread === 'worker' ? 'worker' : 'main',

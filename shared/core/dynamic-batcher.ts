@@ -1,39 +1,43 @@
 /**
- * Dynamic batching for the container door: concurrent requests for one model version are stacked along
- * the batch axis into one engine run, and each request gets its own rows back.
+ * The request queues of the container door: every model version gets a bounded first-in, first-out queue
+ * and at most `maxConcurrentBatches` engine runs at a time; models whose config.json has `dynamicBatching`
+ * also get their concurrent requests stacked along the batch axis into one run, each request getting its
+ * own rows back.
  *
  * Rules, per model version (name, version and sha256):
- * - only models whose config.json has `dynamicBatching` batch, and only when every input's dim 0 is the
- *   dynamic batch axis and every output has a dim 0; the rest run directly, as without a batcher;
- * - requests are grouped into lanes by their non-batch shapes, datatypes and requested outputs: requests
- *   whose shapes differ are never stacked together;
+ * - requests run in the order they arrive; past the queue bound (`dynamicBatching.maxQueueSize`, else the
+ *   server-wide `maxQueueSize`) a request is refused at once with {@link OverloadedError} (503 +
+ *   Retry-After, estimated from the queue and the observed run time), never left to time out;
+ * - only models with `dynamicBatching` batch (when `batching` is on), and only when every input's dim 0 is
+ *   the dynamic batch axis and every output has a dim 0; their other requests, and every request of the
+ *   other models, run one at a time in their turn;
+ * - batched requests are grouped into lanes by their non-batch shapes, datatypes and requested outputs:
+ *   requests whose shapes differ are never stacked together;
  * - a lane is due when it holds `maxBatchSize` rows or its oldest request has waited `maxQueueDelayMs`;
- *   at most `maxConcurrentBatches` runs of a version are in flight, and while they run the queue grows,
- *   so a busy model runs fuller batches;
+ *   of the due lanes the one whose oldest request came first runs; while runs are in flight the queue
+ *   grows, so a busy model runs fuller batches;
  * - a request with more rows than `maxBatchSize` runs alone;
- * - past `maxQueueSize` waiting requests a request is refused at once with {@link OverloadedError}
- *   (503 + Retry-After), never left to time out;
  * - a request whose signal aborts while it waits is removed and never runs; one that aborts while its
  *   batch runs is dropped when the batch completes;
  * - when a batched run fails, each of its requests is run again alone, so only a faulty one fails.
  *
- * Requests reach the batcher validated (the service checked names, datatypes and shapes), so stacking
+ * One run at a time also keeps the server responsive with sessions on the event loop (onnxruntime-node's
+ * `session.run` is synchronous): between two runs the event loop reads and decodes the requests that
+ * arrived meanwhile, instead of running every decoded request back to back while bodies wait unread.
+ *
+ * Requests reach the queue validated (the service checked names, datatypes and shapes), so stacking
  * only has to copy.
  */
-import { OverloadedError, ServingError } from './errors';
-import { DIRECT_RUNNER, type Runner } from './inference-service';
+import { OverloadedError, RequestAbortedError } from './errors';
+import type { Runner } from './inference-service';
 import type { DynamicBatchingConfig } from './model-config';
 import type { ResolvedModel } from './model-registry';
 import type { Clock, LoadedModel, Telemetry } from './ports';
 import { NO_TELEMETRY } from './ports';
 import { allocateData, elementCount, type Tensor, type TensorData } from './tensor';
 
-/** The request's client went away (or its deadline passed) before its turn came; nothing of it ran. */
-export class RequestAbortedError extends ServingError {
-  override readonly code = 'request_aborted';
-  // nginx's "client closed request": no client reads it, but logs and metrics tell it apart.
-  override readonly status = 499;
-}
+// Kept importable from here, where it was first defined.
+export { RequestAbortedError } from './errors';
 
 /** Timer functions, injected so tests can drive time. */
 export interface BatcherTimers {
@@ -56,15 +60,25 @@ export interface DynamicBatcherOptions {
    * compete with it, while waiting lets the next batch fill.
    */
   readonly maxConcurrentBatches?: number;
-  /** The `Retry-After` of a refused request, in seconds (default 1). */
+  /** The least `Retry-After` of a refused request, in seconds (default 1); at most 60 is ever sent. */
   readonly retryAfterSeconds?: number;
+  /** Stack requests of models whose config.json has `dynamicBatching` (default true). */
+  readonly batching?: boolean;
+  /** Requests that may wait per model version unless its `dynamicBatching.maxQueueSize` says (default 256). */
+  readonly maxQueueSize?: number;
 }
+
+/** The default of {@link DynamicBatcherOptions.maxQueueSize}. */
+export const DEFAULT_MAX_QUEUE_SIZE = 256;
+const MAX_RETRY_AFTER_SECONDS = 60;
 
 interface Entry {
   readonly model: LoadedModel;
   readonly feeds: Record<string, Tensor>;
   readonly outputs: readonly string[] | undefined;
   readonly rows: number;
+  /** Runs on its own: the model does not batch, or this request cannot be stacked. */
+  readonly alone: boolean;
   readonly at: number;
   readonly lane: Lane;
   readonly signal: AbortSignal | undefined;
@@ -74,19 +88,27 @@ interface Entry {
   state: 'queued' | 'running' | 'settled';
 }
 
-/** Requests that can share a batch: same input names, datatypes and non-batch dims, same outputs. */
+/**
+ * Requests that can share a batch: same input names, datatypes and non-batch dims, same outputs. The
+ * lane {@link ALONE} holds the requests that run one at a time.
+ */
 interface Lane {
   readonly key: string;
   readonly entries: Entry[];
   rows: number;
 }
 
+/** The key of the lane of requests that run alone (NUL-free lane keys never start with this). */
+const ALONE = '\u0002alone';
+
 /** The queue of one model version. */
 interface VersionQueue {
   readonly key: string;
   readonly model: string;
   readonly version: string;
-  config: DynamicBatchingConfig;
+  /** The model's `dynamicBatching` while batching is on; `undefined`: every request runs alone. */
+  config: DynamicBatchingConfig | undefined;
+  maxQueueSize: number;
   readonly lanes: Map<string, Lane>;
   /** Requests waiting (not yet running), across lanes: the number bounded by `maxQueueSize`. */
   queued: number;
@@ -99,10 +121,10 @@ interface VersionQueue {
 class UnsplittableError extends Error {}
 
 /**
- * Builds the {@link Runner} of the HTTP server. One batcher serves every model of the process.
+ * Builds the {@link Runner} of the HTTP server. One batcher queues every model of the process.
  *
  * @example
- * const batcher = new DynamicBatcher({ telemetry });
+ * const batcher = new DynamicBatcher({ telemetry, maxQueueSize: 256 });
  * const service = new InferenceService({ registry, cache, loader, limits, runner: batcher.runner });
  */
 export class DynamicBatcher {
@@ -111,7 +133,14 @@ export class DynamicBatcher {
   readonly #timers: BatcherTimers;
   readonly #maxConcurrent: number;
   readonly #retryAfterSeconds: number;
+  readonly #batching: boolean;
+  readonly #maxQueueSize: number;
   readonly #queues = new Map<string, VersionQueue>();
+  /**
+   * Per queue key, a moving average of the engine run time (ms), for Retry-After. Kept when an idle queue
+   * is forgotten: one entry per model version ever served.
+   */
+  readonly #runMs = new Map<string, number>();
   /** Per session: whether its signature has a batch axis everywhere (false also once a split failed). */
   readonly #batchable = new WeakMap<LoadedModel, boolean>();
 
@@ -121,8 +150,13 @@ export class DynamicBatcher {
     this.#timers = options.timers ?? REAL_TIMERS;
     this.#maxConcurrent = options.maxConcurrentBatches ?? 1;
     this.#retryAfterSeconds = options.retryAfterSeconds ?? 1;
+    this.#batching = options.batching ?? true;
+    this.#maxQueueSize = options.maxQueueSize ?? DEFAULT_MAX_QUEUE_SIZE;
     if (!Number.isSafeInteger(this.#maxConcurrent) || this.#maxConcurrent < 1) {
       throw new RangeError(`'maxConcurrentBatches' must be a positive integer`);
+    }
+    if (!Number.isSafeInteger(this.#maxQueueSize) || this.#maxQueueSize < 1) {
+      throw new RangeError(`'maxQueueSize' must be a positive integer`);
     }
   }
 
@@ -137,6 +171,21 @@ export class DynamicBatcher {
     return n;
   }
 
+  /**
+   * The refusal a new request for `model` (of `version`, when the request names one) would meet now, for
+   * a door to answer before it reads the request's body: when every queue of the model (or the named
+   * version's) is at its bound. `undefined` when one has room, or none exists yet.
+   */
+  refusal(model: string, version?: string): OverloadedError | undefined {
+    let full: VersionQueue | undefined;
+    for (const queue of this.#queues.values()) {
+      if (queue.model !== model || (version !== undefined && queue.version !== version)) continue;
+      if (queue.queued < queue.maxQueueSize) return undefined;
+      full = queue;
+    }
+    return full === undefined ? undefined : this.#overloaded(full);
+  }
+
   #submit(
     model: LoadedModel,
     resolved: ResolvedModel,
@@ -144,9 +193,8 @@ export class DynamicBatcher {
     outputs: readonly string[] | undefined,
     signal: AbortSignal | undefined,
   ): Promise<Record<string, Tensor>> {
-    const config = resolved.config.dynamicBatching;
+    const config = this.#batching ? resolved.config.dynamicBatching : undefined;
     const rows = config === undefined || !this.#isBatchable(model) ? undefined : rowsOf(feeds);
-    if (config === undefined || rows === undefined) return DIRECT_RUNNER(model, resolved, feeds, outputs);
     const { name } = resolved.config;
     const { version } = resolved;
     if (signal?.aborted) return Promise.reject(aborted(name, version));
@@ -159,6 +207,7 @@ export class DynamicBatcher {
         model: name,
         version,
         config,
+        maxQueueSize: this.#maxQueueSize,
         lanes: new Map(),
         queued: 0,
         running: 0,
@@ -169,27 +218,43 @@ export class DynamicBatcher {
     }
     // config.json may change within a version (its TTL re-read): the latest settings apply.
     queue.config = config;
-    if (queue.queued >= config.maxQueueSize) {
-      return Promise.reject(
-        new OverloadedError(
-          `model '${queue.model}' has ${queue.queued} requests queued, its limit; retry later`,
-          this.#retryAfterSeconds,
-        ),
-      );
-    }
-    const laneKey = laneKeyOf(feeds, outputs);
+    queue.maxQueueSize = config?.maxQueueSize ?? this.#maxQueueSize;
+    if (queue.queued >= queue.maxQueueSize) return Promise.reject(this.#overloaded(queue));
+    const laneKey = rows === undefined ? ALONE : laneKeyOf(feeds, outputs);
     let lane = queue.lanes.get(laneKey);
     if (lane === undefined) {
       lane = { key: laneKey, entries: [], rows: 0 };
       queue.lanes.set(laneKey, lane);
     }
-    return this.#enqueue(queue, lane, { model, feeds, outputs, rows, signal });
+    return this.#enqueue(queue, lane, {
+      model,
+      feeds,
+      outputs,
+      rows: rows ?? 1,
+      alone: rows === undefined,
+      signal,
+    });
+  }
+
+  #overloaded(queue: VersionQueue): OverloadedError {
+    // Runs needed to drain the queue (batched: full batches) times the observed run time.
+    const runs =
+      queue.config === undefined ? queue.queued : Math.ceil(queue.queued / queue.config.maxBatchSize);
+    const waitSeconds = (runs * (this.#runMs.get(queue.key) ?? 0)) / 1000 / this.#maxConcurrent;
+    const retryAfter = Math.min(
+      MAX_RETRY_AFTER_SECONDS,
+      Math.max(this.#retryAfterSeconds, Math.ceil(waitSeconds)),
+    );
+    return new OverloadedError(
+      `model '${queue.model}' has ${queue.queued} requests queued, its limit; retry later`,
+      retryAfter,
+    );
   }
 
   #enqueue(
     queue: VersionQueue,
     lane: Lane,
-    request: Pick<Entry, 'model' | 'feeds' | 'outputs' | 'rows' | 'signal'>,
+    request: Pick<Entry, 'model' | 'feeds' | 'outputs' | 'rows' | 'alone' | 'signal'>,
   ): Promise<Record<string, Tensor>> {
     return new Promise((resolve, reject) => {
       const entry: Entry = {
@@ -232,7 +297,7 @@ export class DynamicBatcher {
     while (queue.running < this.#maxConcurrent) {
       const lane = this.#nextDue(queue, now);
       if (lane === undefined) break;
-      const batch = take(lane, queue.config.maxBatchSize);
+      const batch = take(lane, lane.key === ALONE ? 1 : (queue.config?.maxBatchSize ?? 1));
       if (lane.entries.length === 0) queue.lanes.delete(lane.key);
       queue.queued -= batch.length;
       queue.running += 1;
@@ -246,14 +311,18 @@ export class DynamicBatcher {
     this.#forgetIfIdle(queue);
   }
 
-  /** The due lane whose oldest request has waited longest. */
+  /** The due lane whose oldest request has waited longest: requests run in their order of arrival. */
   #nextDue(queue: VersionQueue, now: number): Lane | undefined {
-    const { maxBatchSize, maxQueueDelayMs } = queue.config;
+    const { config } = queue;
     let best: Lane | undefined;
     for (const lane of queue.lanes.values()) {
       const head = lane.entries[0];
       if (head === undefined) continue;
-      const due = lane.rows >= maxBatchSize || now - head.at >= maxQueueDelayMs;
+      const due =
+        lane.key === ALONE ||
+        config === undefined ||
+        lane.rows >= config.maxBatchSize ||
+        now - head.at >= config.maxQueueDelayMs;
       if (due && (best === undefined || head.at < (best.entries[0] as Entry).at)) best = lane;
     }
     return best;
@@ -262,10 +331,12 @@ export class DynamicBatcher {
   #arm(queue: VersionQueue, now: number): void {
     let at = Number.POSITIVE_INFINITY;
     // With every slot busy the end of a run pumps the queue; no timer is needed until then.
-    if (queue.running < this.#maxConcurrent) {
+    // Requests that run alone are due at once: only a batch lane waiting for its delay needs a timer.
+    if (queue.running < this.#maxConcurrent && queue.config !== undefined) {
       for (const lane of queue.lanes.values()) {
         const head = lane.entries[0];
-        if (head !== undefined) at = Math.min(at, head.at + queue.config.maxQueueDelayMs);
+        if (head !== undefined && lane.key !== ALONE)
+          at = Math.min(at, head.at + queue.config.maxQueueDelayMs);
       }
     }
     if (queue.timer !== undefined && queue.timerAt === at) return;
@@ -342,13 +413,18 @@ export class DynamicBatcher {
   }
 
   #ran(queue: VersionQueue, batch: readonly Entry[], started: number): void {
+    const ms = this.#clock() - started;
+    const average = this.#runMs.get(queue.key);
+    this.#runMs.set(queue.key, average === undefined ? ms : average * 0.8 + ms * 0.2);
+    // Batch metrics describe batching: requests of models that do not batch are not batches.
+    if (queue.config === undefined || (batch.length === 1 && (batch[0] as Entry).alone)) return;
     this.#telemetry.emit({
       type: 'batch',
       model: queue.model,
       version: queue.version,
       rows: batch.reduce((n, e) => n + e.rows, 0),
       requests: batch.length,
-      ms: this.#clock() - started,
+      ms,
     });
   }
 

@@ -115,6 +115,16 @@ export class OverloadedError extends ServingError {
   }
 }
 
+/**
+ * The client went away before its answer: mid-upload, or while its request waited in a queue (or its
+ * deadline passed there); nothing of it ran.
+ */
+export class RequestAbortedError extends ServingError {
+  override readonly code = 'request_aborted';
+  // nginx's "client closed request": no client reads it, but logs and metrics tell it apart.
+  override readonly status = 499;
+}
+
 /** Bad settings found at start-up: every bad key is reported at once. */
 export class ConfigError extends ServingError {
   override readonly code = 'config_invalid';

@@ -81,6 +81,35 @@ interface Route {
 }
 
 const MODEL = '(?<model>[^/]+)(?:/versions/(?<version>[^/]+))?';
+const INFER_PATH = new RegExp(`^/v2/models/${MODEL}/infer$`);
+const PREDICT_PATH = new RegExp(`^(?:/v2/models/${MODEL})?/predict$`);
+
+/** The model, and the version when the path names one, that an inference request is for. */
+export interface InferenceTarget {
+  readonly model: string;
+  readonly version: string | undefined;
+}
+
+/**
+ * The model an inference request (`POST` to an infer or predict route) is for, from its method and path
+ * alone: what a door knows before it reads the body. `undefined` for any other request, and for a path
+ * that names no model (a `/predict` of an unpinned function) or one that does not decode.
+ */
+export function inferenceTarget(
+  request: Pick<HttpRequest, 'method' | 'path'>,
+  pinnedModel: string | undefined,
+): InferenceTarget | undefined {
+  if (request.method.toUpperCase() !== 'POST') return undefined;
+  const groups = (INFER_PATH.exec(request.path) ?? PREDICT_PATH.exec(request.path))?.groups;
+  if (groups === undefined) return undefined;
+  try {
+    const model = groups.model === undefined ? pinnedModel : decodeURIComponent(groups.model);
+    const version = groups.version === undefined ? undefined : decodeURIComponent(groups.version);
+    return model === undefined ? undefined : { model, version };
+  } catch {
+    return undefined;
+  }
+}
 
 export function createHttpApp(options: HttpAppOptions): HttpApp {
   const { service, server, pinnedModel } = options;
@@ -126,7 +155,7 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
     },
     {
       method: 'POST',
-      pattern: new RegExp(`^/v2/models/${MODEL}/infer$`),
+      pattern: INFER_PATH,
       inference: true,
       handler: async (req, p) => {
         const headerLength = req.headers['inference-header-content-length'];
@@ -153,7 +182,7 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
     },
     {
       method: 'POST',
-      pattern: new RegExp(`^(?:/v2/models/${MODEL})?/predict$`),
+      pattern: PREDICT_PATH,
       inference: true,
       handler: async (req, p) => {
         const result = await service.inferWith(

@@ -23,6 +23,7 @@ import { ModelCache } from '../core/model-cache';
 import { ModelLoader } from '../core/model-loader';
 import { ModelRegistry } from '../core/model-registry';
 import type { Clock, InferenceEngine, ModelStore, Telemetry } from '../core/ports';
+import { createRequestGate, type RequestGate } from '../core/request-gate';
 import { RunTimeEstimator } from '../core/run-time-estimator';
 import { SERVER_INFO } from './server-info';
 
@@ -38,10 +39,12 @@ export interface Runtime {
   readonly metrics: Metrics | undefined;
   /** Prometheus metrics (`GET /metrics` of the server), when asked for with `withPrometheus`. */
   readonly prometheus: PrometheusTelemetry | undefined;
-  /** The dynamic batcher, when asked for with `dynamicBatching`. */
+  /** The request queues (and dynamic batcher), when asked for with `queueing` or `dynamicBatching`. */
   readonly batcher: DynamicBatcher | undefined;
   /** The clock of the service, the loader and the app: request deadlines are times on it. */
   readonly clock: Clock;
+  /** What the node:http door asks before reading a body: refuses requests for a model whose queue is full. */
+  readonly gate: RequestGate;
 }
 
 /** Replaceable parts, for tests and for doors that add their own (e.g. a batching runner). */
@@ -55,7 +58,12 @@ export interface RuntimeParts {
   readonly withMetrics?: boolean;
   /** Keep Prometheus metrics as well (the server's `GET /metrics`). */
   readonly withPrometheus?: boolean;
-  /** Run requests through a {@link DynamicBatcher} (the server; models without `dynamicBatching` run directly). */
+  /**
+   * Queue every model's requests through a {@link DynamicBatcher} (the server): a first-in, first-out
+   * queue per model version, one run at a time, bounded by `config.server.maxQueueSize` (503 past it).
+   */
+  readonly queueing?: boolean;
+  /** Queue (as `queueing`) and stack the requests of models whose config.json has `dynamicBatching`. */
   readonly dynamicBatching?: boolean;
   /**
    * Honour `engineThread: 'worker'` (the server, whose bundle has the worker beside it). Lambda leaves it
@@ -74,7 +82,14 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
   const prometheus = parts.withPrometheus ? new PrometheusTelemetry() : undefined;
   const base = parts.telemetry ?? new PowertoolsTelemetry(logger, metrics);
   const telemetry = prometheus === undefined ? base : combineTelemetry(base, prometheus);
-  const batcher = parts.dynamicBatching ? new DynamicBatcher({ telemetry }) : undefined;
+  const batcher =
+    parts.queueing || parts.dynamicBatching
+      ? new DynamicBatcher({
+          telemetry,
+          batching: parts.dynamicBatching ?? false,
+          maxQueueSize: config.server.maxQueueSize,
+        })
+      : undefined;
   const runner = parts.runner ?? batcher?.runner;
   const store = parts.store ?? createStore(config);
   const registry = new ModelRegistry({ store, configTtlMs: config.configTtlMs });
@@ -114,6 +129,12 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
     onUnexpectedError: (error, request) =>
       logger.error('request failed', { error: error as Error, path: request.path }),
   });
+  const gate = createRequestGate({
+    pinnedModel: config.pinnedModel,
+    telemetry,
+    clock,
+    ...(batcher === undefined ? {} : { refusal: (model, version) => batcher.refusal(model, version) }),
+  });
   return {
     config,
     store,
@@ -127,6 +148,7 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
     prometheus,
     batcher,
     clock,
+    gate,
   };
 }
 

@@ -11,7 +11,13 @@ describe('parseConfig', () => {
     expect(config.intraOpThreads).toBe(2);
     expect(config.cacheMemoryBytes).toBe(Math.floor(4096 * 0.6) * MB);
     expect(config.diskCache).toEqual({ dir: '/tmp/onnx-serve-models', maxBytes: 400 * MB });
-    expect(config.server).toEqual({ host: '127.0.0.1', port: 8080, shutdownGraceMs: 10_000 });
+    expect(config.server).toEqual({
+      host: '127.0.0.1',
+      port: 8080,
+      shutdownGraceMs: 10_000,
+      maxQueueSize: 256,
+      maxInflightBytes: Math.floor(4096 * 0.1) * MB,
+    });
     expect(Object.isFrozen(config.limits)).toBe(true);
   });
 
@@ -61,6 +67,22 @@ describe('parseConfig', () => {
     expect(() => parseConfig({ ONNX_SERVE_ENGINE_THREAD: 'gpu' }, FACTS)).toThrow(
       /ONNX_SERVE_ENGINE_THREAD: must be one of main, worker/,
     );
+  });
+
+  it('bounds the server: requests queued per model version and request bytes in flight', () => {
+    const config = parseConfig({ ONNX_SERVE_MAX_QUEUE_SIZE: '32', ONNX_SERVE_MAX_INFLIGHT_MB: '64' }, FACTS);
+    expect(config.server.maxQueueSize).toBe(32);
+    expect(config.server.maxInflightBytes).toBe(64 * MB);
+    // A small instance still has room for one body of the largest size.
+    const small = parseConfig({}, { ...FACTS, memoryBytes: 100 * MB });
+    expect(small.server.maxInflightBytes).toBe(16 * MB);
+    expect(
+      parseConfig({ ONNX_SERVE_MAX_BODY_MB: '64' }, { ...FACTS, memoryBytes: 100 * MB }).server,
+    ).toMatchObject({ maxInflightBytes: 64 * MB });
+    expect(() => parseConfig({ ONNX_SERVE_MAX_INFLIGHT_MB: '8' }, FACTS)).toThrow(
+      /ONNX_SERVE_MAX_INFLIGHT_MB: 8 is below ONNX_SERVE_MAX_BODY_MB \(16\)/,
+    );
+    expect(() => parseConfig({ ONNX_SERVE_MAX_QUEUE_SIZE: '0' }, FACTS)).toThrow(/ONNX_SERVE_MAX_QUEUE_SIZE/);
   });
 
   it('reports every bad key at once', () => {

@@ -275,7 +275,7 @@ describe('DynamicBatcher', () => {
       await Promise.all(results);
     });
 
-    it('runs models without dynamicBatching directly', async () => {
+    it('runs a request of a model without dynamicBatching at once when its queue is idle, with no timer', async () => {
       const { time, run } = setup();
       const model = new RecordingModel();
       const result = run(model, resolvedFor(undefined), rowsOf(2, 0), undefined);
@@ -336,6 +336,79 @@ describe('DynamicBatcher', () => {
       expect(Array.from(ra?.n_out?.data as BigInt64Array)).toEqual([1n]);
       expect(Array.from(rb?.n_out?.data as BigInt64Array)).toEqual([2n ** 62n, -3n]);
       expect(rb?.n_out?.shape).toEqual([2]);
+    });
+  });
+
+  describe('models that do not batch', () => {
+    it('queues their requests and runs them one at a time, in arrival order, never stacked', async () => {
+      const { time, telemetry, run } = setup();
+      const model = new RecordingModel();
+      const resolved = resolvedFor(undefined);
+      const gate = deferred();
+      model.gate = gate.promise;
+      const requests = [0, 1, 2, 3].map((i) => rowsOf(1 + (i % 2), i * 10));
+      const results = requests.map((feeds) => run(model, resolved, feeds, undefined));
+      await time.advance(100);
+      expect(model.runs.map((x) => (x.data as Float32Array)[0])).toEqual([0]);
+      gate.resolve();
+      expectAllDoubled(await Promise.all(results), requests);
+      expect(model.runs.map((x) => (x.data as Float32Array)[0])).toEqual([0, 10, 20, 30]);
+      expect(model.rowsPerRun).toEqual([1, 2, 1, 2]);
+      expect(telemetry.events.filter((e) => e.type === 'batch')).toEqual([]);
+      expect(
+        telemetry.events.filter((e) => e.type === 'queue').map((e) => (e as { depth: number }).depth),
+      ).toEqual([1, 0, 1, 2, 3, 2, 1, 0]);
+    });
+
+    it('refuses past the server-wide maxQueueSize with a Retry-After from the observed run time', async () => {
+      const time = new ManualTime();
+      const batcher = new DynamicBatcher({ clock: time.clock, timers: time, maxQueueSize: 2 });
+      const model = new RecordingModel();
+      const resolved = resolvedFor(undefined);
+      let gate = deferred();
+      model.gate = gate.promise;
+      const first = batcher.runner(model, resolved, rowsOf(1, 0), undefined);
+      await time.advance(1500); // the first run takes 1.5 s
+      gate.resolve();
+      await first;
+      await flush();
+      gate = deferred();
+      model.gate = gate.promise;
+      const held = [0, 1, 2].map((i) => batcher.runner(model, resolved, rowsOf(1, i), undefined));
+      expect(batcher.queued).toBe(2);
+      expect(batcher.refusal('m')).toBeInstanceOf(OverloadedError);
+      expect(batcher.refusal('m', '1')).toBeInstanceOf(OverloadedError);
+      expect(batcher.refusal('m', '2')).toBeUndefined();
+      expect(batcher.refusal('other')).toBeUndefined();
+      const error = await batcher.runner(model, resolved, rowsOf(1, 9), undefined).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(OverloadedError);
+      // Two queued runs of 1.5 s each: come back in 3 s.
+      expect((error as OverloadedError).headers).toEqual({ 'retry-after': '3' });
+      expect((error as OverloadedError).message).toMatch(/model 'm' has 2 requests queued, its limit/);
+      gate.resolve();
+      await Promise.all(held);
+      expect(batcher.refusal('m')).toBeUndefined();
+    });
+
+    it('with batching off, queues models with dynamicBatching as any other: alone, under the server-wide bound', async () => {
+      const time = new ManualTime();
+      const batcher = new DynamicBatcher({
+        clock: time.clock,
+        timers: time,
+        batching: false,
+        maxQueueSize: 1,
+      });
+      const model = new RecordingModel();
+      const resolved = resolvedFor({ maxBatchSize: 8, maxQueueDelayMs: 5, maxQueueSize: 100 });
+      const gate = deferred();
+      model.gate = gate.promise;
+      const results = [0, 1].map((i) => batcher.runner(model, resolved, rowsOf(1, i), undefined));
+      await expect(batcher.runner(model, resolved, rowsOf(1, 2), undefined)).rejects.toBeInstanceOf(
+        OverloadedError,
+      );
+      gate.resolve();
+      await Promise.all(results);
+      expect(model.rowsPerRun).toEqual([1, 1]);
     });
   });
 
