@@ -154,7 +154,7 @@ describe('the batch trigger', () => {
     afterAll(() => release());
 
     it('starts one execution, named after the object version, instead of scoring in the function', async () => {
-      const etag = events.lastFor(key).Records[0]?.s3.object.eTag;
+      const { eTag: etag, size } = events.lastFor(key).Records[0]?.s3.object ?? {};
       expect(first.outcomes).toEqual([]);
       expect(first.scheduled).toBe(0);
       expect(h.scheduled).toEqual([]);
@@ -162,7 +162,7 @@ describe('the batch trigger', () => {
       expect(started).toMatchObject({ status: 'distributed', key, alreadyStarted: false });
       const name = started?.execution ?? '';
       expect(name).toMatch(/^batch_in_linear_large_day_jsonl-[0-9a-f]{24}$/);
-      expect(starts()[0]).toEqual({ name, input: { bucket: s3.bucket, key, etag }, status: 200 });
+      expect(starts()[0]).toEqual({ name, input: { bucket: s3.bucket, key, etag, size }, status: 200 });
       // Nothing was written for it yet: the execution has not run.
       expect(await listKeys(s3, `${OUTPUT_PREFIX}/linear/large day.`)).toEqual([]);
     });

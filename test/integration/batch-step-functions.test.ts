@@ -233,6 +233,23 @@ describe('the batch state machine (Distributed Map over byte-range shards)', () 
       }
     });
 
+    it('checks what the execution input says the S3 event said: another size fails the plan, a replaced ETag ends it', async () => {
+      const h = await batchHarness(s3, env);
+      const key = `${INPUT_PREFIX}/linear/facts.jsonl`;
+      await upload(s3, key, data.text);
+      const { eTag: etag, size } = events.lastFor(key).Records[0]?.s3.object ?? {};
+      expect(size).toBe(Buffer.byteLength(data.text));
+      // Retried by the Plan state's Retry, to no avail: the execution fails and nothing is committed.
+      await expect(
+        runStateMachine(h, { bucket: s3.bucket, key, etag, size: (size ?? 0) + 1 }),
+      ).rejects.toThrow(/the event says \d+ bytes, HEAD says \d+/);
+      expect(await getText(s3, `${OUTPUT_PREFIX}/linear/facts.manifest.json`)).toBeUndefined();
+      const stale = await runStateMachine(h, { bucket: s3.bucket, key, etag: 'f'.repeat(32), size });
+      expect(stale.output).toEqual({ status: 'skipped', reason: 'the object was replaced since the event' });
+      const { output } = await runStateMachine(h, { bucket: s3.bucket, key, etag, size });
+      expect(output).toMatchObject({ status: 'succeeded', counts: { read: 6_000 } });
+    });
+
     it('ends without scoring when the input was already committed', async () => {
       const h = await batchHarness(s3, env);
       const { output, trace } = await runStateMachine(h, {

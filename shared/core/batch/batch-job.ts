@@ -206,8 +206,10 @@ export class BatchJobRunner {
       }
       case 'run':
         return this.runObject(event.object, clock, event.hop);
-      case 'plan':
-        return this.plan({ bucket: event.bucket, key: event.key });
+      case 'plan': {
+        const { kind: _kind, ...object } = event;
+        return this.plan(object);
+      }
       case 'shards':
         return this.scoreShards(event.job, event.items, clock);
       case 'commit':

@@ -18,6 +18,8 @@ export interface DistributedInput {
   readonly key: string;
   readonly etag?: string;
   readonly versionId?: string;
+  /** The object's size as the event gave it: the plan checks it against HEAD and GET. */
+  readonly size?: number;
 }
 
 /** An execution to start: its name (unique per object version) and its input. */
@@ -96,6 +98,7 @@ export function distributedInput(object: ObjectVersionRef): DistributedInput {
     key: object.key,
     ...(object.etag === undefined ? {} : { etag: normalizeEtag(object.etag) }),
     ...(object.versionId === undefined ? {} : { versionId: object.versionId }),
+    ...(object.size === undefined ? {} : { size: object.size }),
   };
 }
 

@@ -31,7 +31,15 @@ export type BatchEvent =
       readonly skipped: readonly { readonly eventName: string; readonly key: string }[];
     }
   | { readonly kind: 'run'; readonly object: ObjectVersionRef; readonly hop: number }
-  | { readonly kind: 'plan'; readonly bucket: string; readonly key: string }
+  | {
+      readonly kind: 'plan';
+      readonly bucket: string;
+      readonly key: string;
+      /** What the S3 event said of the object, when the execution input carries it. */
+      readonly etag?: string;
+      readonly versionId?: string;
+      readonly size?: number;
+    }
   | { readonly kind: 'shards'; readonly job: JobSpec; readonly items: readonly ShardItem[] }
   | { readonly kind: 'commit'; readonly job: JobSpec };
 
@@ -55,7 +63,7 @@ export function readBatchEvent(event: unknown): BatchEvent {
     if (typeof event.bucket !== 'string' || typeof event.key !== 'string' || event.key === '') {
       throw new InvalidBatchEventError(`a plan request needs 'bucket' and 'key'`);
     }
-    return { kind: 'plan', bucket: event.bucket, key: event.key };
+    return { kind: 'plan', bucket: event.bucket, key: event.key, ...eventFacts(event.execution) };
   }
   if (event.action === 'commit') {
     if (!isJobSpec(event.job)) throw new InvalidBatchEventError(`a commit request needs the plan's 'job'`);
@@ -64,6 +72,21 @@ export function readBatchEvent(event: unknown): BatchEvent {
   throw new InvalidBatchEventError(
     'the event is neither an S3 event, a batch continuation nor a Step Functions batch state',
   );
+}
+
+/**
+ * The ETag, version and size of the S3 event that started an execution, from its input (the plan state
+ * passes the whole execution input as `execution`); absent fields are left out.
+ */
+function eventFacts(execution: unknown): { etag?: string; versionId?: string; size?: number } {
+  if (!isObject(execution)) return {};
+  return {
+    ...(typeof execution.etag === 'string' && execution.etag !== '' ? { etag: execution.etag } : {}),
+    ...(typeof execution.versionId === 'string' && execution.versionId !== ''
+      ? { versionId: execution.versionId }
+      : {}),
+    ...(isSize(execution.size) ? { size: execution.size } : {}),
+  };
 }
 
 function isSize(value: unknown): value is number {

@@ -115,7 +115,7 @@ describe('BatchTrigger', () => {
     const event: BatchEvent = { kind: 's3', objects: [SMALL, LARGE], skipped: [] };
     const result = await trigger.handle(event, CLOCK);
     expect(starter.requests).toEqual([
-      { name: executionName(LARGE), input: { bucket: 'data', key: LARGE.key, etag: 'e1' } },
+      { name: executionName(LARGE), input: { bucket: 'data', key: LARGE.key, etag: 'e1', size: LARGE.size } },
     ]);
     expect(runner.events).toEqual([{ kind: 's3', objects: [SMALL], skipped: [] }]);
     expect(result).toEqual({
@@ -179,6 +179,7 @@ describe('distributedInput', () => {
       key: LARGE.key,
       etag: 'e1',
       versionId: 'v1',
+      size: LARGE.size,
     });
   });
 });

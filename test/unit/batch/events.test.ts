@@ -73,6 +73,24 @@ describe('readBatchEvent', () => {
       bucket: 'data',
       key: 'in/m/a.jsonl',
     });
+    // The execution input, as the plan state passes it: what the S3 event said of the object.
+    const execution = { bucket: 'data', key: 'in/m/a.jsonl', etag: 'e1', versionId: 'v1', size: 100 };
+    expect(readBatchEvent({ action: 'plan', bucket: 'data', key: 'in/m/a.jsonl', execution })).toEqual({
+      kind: 'plan',
+      bucket: 'data',
+      key: 'in/m/a.jsonl',
+      etag: 'e1',
+      versionId: 'v1',
+      size: 100,
+    });
+    expect(
+      readBatchEvent({
+        action: 'plan',
+        bucket: 'data',
+        key: 'in/m/a.jsonl',
+        execution: { size: -1, etag: 7 },
+      }),
+    ).toEqual({ kind: 'plan', bucket: 'data', key: 'in/m/a.jsonl' });
     const items = [
       { bucket: 'data', key: 'in/m/a.jsonl', range: [0, 50], newlinesBefore: 0 },
       { bucket: 'data', key: 'in/m/a.jsonl', range: [50, null] },
