@@ -2,7 +2,7 @@
  * `npm run bench [-- part...] [--quick] [--runs N] [--out dir]`: runs the benchmarks of issue #7 (cold start,
  * request overhead, batch throughput, dynamic batching, size), prints a table per part and writes
  * `<out>/<part>.json` and `<out>/<part>.md` (default `bench/results/`), then every target met or missed, also
- * in `<out>/summary.md`. Parts: cold, overhead, batch, dynamic, size; all when none is named. `--quick` is
+ * in `<out>/summary.md`. Parts: cold, overhead, batch, parquet, dynamic, size; all when none is named. `--quick` is
  * the tiny configuration the test suite runs.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -13,6 +13,7 @@ import { renderMarkdown, renderTable, type Table } from './lib/table';
 import { runBatchThroughput } from './parts/batch-throughput';
 import { runColdStart } from './parts/cold-start';
 import { runDynamicBatching } from './parts/dynamic-batching';
+import { runParquetPipeline } from './parts/parquet-pipeline';
 import { runRequestOverhead } from './parts/request-overhead';
 import { runSize } from './parts/size';
 
@@ -20,6 +21,7 @@ const PARTS: Readonly<Record<PartName, (options: PartOptions) => Promise<PartRes
   cold: runColdStart,
   overhead: runRequestOverhead,
   batch: runBatchThroughput,
+  parquet: runParquetPipeline,
   dynamic: runDynamicBatching,
   size: runSize,
 };

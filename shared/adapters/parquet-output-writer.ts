@@ -84,11 +84,18 @@ export function encodeRowGroups(
   const parquet = new ParquetWriter({ writer, schema: schemaElements(schema), statistics: false });
   if (rows > 0) {
     const columnData = [
-      { name: schema.idColumn, data: idValues(schema.idType, batches, rows), offsetIndex: false },
+      // PLAIN: a dictionary is tried, at a cost, and rarely pays for unique ids and model outputs.
+      {
+        name: schema.idColumn,
+        data: idValues(schema.idType, batches, rows),
+        offsetIndex: false,
+        encoding: 'PLAIN',
+      },
       ...schema.outputs.map((column) => ({
         name: column.name,
         data: column.scalar ? scalarValues(column, batches, rows) : listValues(column, batches, rows),
         offsetIndex: false,
+        encoding: 'PLAIN',
       })),
     ];
     // The writer checks no sizes: the data was built from the schema above.

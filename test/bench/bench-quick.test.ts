@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 const ROOT = resolve(__dirname, '..', '..');
-const PARTS = ['cold', 'overhead', 'batch', 'dynamic', 'size'] as const;
+const PARTS = ['cold', 'overhead', 'batch', 'parquet', 'dynamic', 'size'] as const;
 
 type Json = Record<string, unknown>;
 
@@ -40,7 +40,7 @@ beforeAll(async () => {
   for (const part of PARTS) {
     results.set(part, JSON.parse(await readFile(join(out, `${part}.json`), 'utf8')) as Json);
   }
-}, 120_000);
+}, 180_000);
 
 afterAll(async () => {
   await rm(out, { recursive: true, force: true });
@@ -68,6 +68,7 @@ describe('npm run bench -- --quick', () => {
     expect(stdout).toContain('Cold start');
     expect(stdout).toContain('Request overhead');
     expect(stdout).toContain('Batch throughput');
+    expect(stdout).toContain('Parquet pipeline');
     expect(stdout).toContain('Dynamic batching');
     expect(stdout).toContain('Size');
     expect(stdout).toContain(`results in ${out}`);
@@ -158,6 +159,16 @@ describe('npm run bench -- --quick', () => {
     for (const row of data.rows) {
       expect(((row.recordsPerSecond as Json).median as number) > 0).toBe(true);
       expect(((row.rawRecordsPerSecond as Json).median as number) > 0).toBe(true);
+    }
+  });
+
+  it('scores DuckDB-written Parquet through the building blocks and the raw loop at both sizes', () => {
+    const data = results.get('parquet')?.data as { rows: Json[] };
+    expect(data.rows.map((row) => `${row.model}/${row.records}`)).toEqual(['linear/1000', 'linear/10000']);
+    for (const row of data.rows) {
+      expect(((row.recordsPerSecond as Json).median as number) > 0).toBe(true);
+      expect(((row.rawRecordsPerSecond as Json).median as number) > 0).toBe(true);
+      expect(row.rowGroups).toBe(1);
     }
   });
 
