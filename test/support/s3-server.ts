@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createS3Client } from '../../shared/adapters/s3-client';
+import { makeS3rverWritesDurable } from './s3rver-durable-writes';
 
 /** The part of s3rver's API the harness uses (the package ships no typings). */
 interface S3rverInstance extends EventEmitter {
@@ -20,6 +21,8 @@ type S3rverConstructor = new (options: {
 }) => S3rverInstance;
 
 const S3rver = require('s3rver') as S3rverConstructor;
+// Without this, a GET right after a PUT may see the object empty or still old (see the module).
+makeS3rverWritesDurable();
 
 /** s3rver's fixed credentials: it checks signatures, so every client of it signs with these. */
 export const S3RVER_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
