@@ -72,6 +72,27 @@ export class PowertoolsTelemetry implements Telemetry {
         this.logger.debug('inference', { ...event });
         m?.addMetric('InferenceTime', MetricUnit.Milliseconds, event.ms);
         return;
+      case 'download-retry':
+        this.logger.warn('download interrupted, reading the part again', { ...event });
+        m?.addMetric('DownloadRetries', MetricUnit.Count, 1);
+        return;
+      case 'config-rejected':
+        this.logger.error('config.json re-read could not be used, keeping the last good one', {
+          model: event.model,
+          error: event.error,
+        });
+        m?.addMetric('ConfigRejections', MetricUnit.Count, 1);
+        return;
+      case 'rollout-held':
+        this.logger.error('new default version could not load, the serving version keeps serving', {
+          model: event.model,
+          version: event.version,
+          sha256: event.sha256,
+          serving: event.serving,
+          error: event.error,
+        });
+        m?.addMetric('RolloutFailures', MetricUnit.Count, 1);
+        return;
     }
   }
 }

@@ -40,6 +40,9 @@ export class PrometheusTelemetry implements Telemetry {
   readonly #provider: Gauge;
   readonly #cache: Counter;
   readonly #evictions: Counter;
+  readonly #downloadRetries: Counter;
+  readonly #configRejections: Counter;
+  readonly #rolloutFailures: Counter;
 
   constructor(registry: MetricsRegistry = new MetricsRegistry()) {
     this.registry = registry;
@@ -111,6 +114,21 @@ export class PrometheusTelemetry implements Telemetry {
       'Sessions evicted from the memory cache.',
       ['model'],
     );
+    this.#downloadRetries = r.counter(
+      'onnx_serve_download_retries_total',
+      'Parts of model downloads (and config.json reads) read again after their body broke.',
+      ['model'],
+    );
+    this.#configRejections = r.counter(
+      'onnx_serve_config_rejections_total',
+      'Re-read config.json documents that could not be used (the last good one was kept).',
+      ['model'],
+    );
+    this.#rolloutFailures = r.counter(
+      'onnx_serve_rollout_failures_total',
+      'New default versions that could not load while an older one kept serving.',
+      ['model'],
+    );
   }
 
   emit(event: ServingEvent): void {
@@ -158,6 +176,15 @@ export class PrometheusTelemetry implements Telemetry {
         return;
       case 'model-evicted':
         this.#evictions.inc({ model: event.model });
+        return;
+      case 'download-retry':
+        this.#downloadRetries.inc({ model: event.model });
+        return;
+      case 'config-rejected':
+        this.#configRejections.inc({ model: event.model });
+        return;
+      case 'rollout-held':
+        this.#rolloutFailures.inc({ model: event.model });
         return;
       case 'disk-cache-write-failed':
       case 'input-rejected':

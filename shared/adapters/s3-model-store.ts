@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   GetObjectCommand,
   type GetObjectCommandOutput,
@@ -22,13 +23,75 @@ export interface S3ModelStoreOptions {
   readonly concurrency?: number | undefined;
   /** `MaxKeys` of each ListObjectsV2 page in {@link S3ModelStore.listModels}. Default 1000 (the S3 maximum). */
   readonly listPageSize?: number | undefined;
+  /** How a part whose body fails is tried again. Defaults: {@link DEFAULT_BODY_RETRY}. */
+  readonly bodyRetry?: Partial<BodyRetry> | undefined;
+  /** Told of every part (or config.json read) that is tried again, before the backoff (logs, metrics). */
+  readonly onRetry?: ((retry: DownloadRetry) => void) | undefined;
 }
 
 export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
 export const DEFAULT_CONCURRENCY = 8;
 
+/**
+ * Retries of a response body that fails. The SDK retries a GET only until the response headers arrive
+ * (5xx, throttling, connection errors); a reset, an early close, a stall past the socket timeout or a
+ * short or mislabelled answer *in the body* reaches us, and only the part it hit is read again. The
+ * delay before try n+1 is drawn uniformly from 0 to min(`maxDelayMs`, `baseDelayMs` * 2^(n-1)) ("full
+ * jitter"), so instances that lost the same server do not come back in step.
+ */
+export interface BodyRetry {
+  /** Tries per part (and per config.json read), the first included. */
+  readonly attempts: number;
+  readonly baseDelayMs: number;
+  readonly maxDelayMs: number;
+}
+
+export const DEFAULT_BODY_RETRY: BodyRetry = { attempts: 3, baseDelayMs: 100, maxDelayMs: 1000 };
+
+/** One part (or config.json read) about to be tried again. */
+export interface DownloadRetry {
+  readonly model: string;
+  /** `undefined` for config.json. */
+  readonly version: string | undefined;
+  readonly file: string;
+  /** 1-based part number and the number of parts (1 of 1 for a single GET). */
+  readonly part: number;
+  readonly parts: number;
+  /** The attempt that failed (1 for the first). */
+  readonly attempt: number;
+  /** Why, e.g. `connection closed before the body was complete after 4.1 MB`. */
+  readonly reason: string;
+  readonly delayMs: number;
+}
+
 /** A GET answered with bytes that do not fit what config.json says, or an object replaced mid-download. */
-class ArtifactMismatch extends Error {}
+class ArtifactMismatch extends Error {
+  /** Whether reading the part again may help (a short or mislabelled answer); not when the object changed. */
+  constructor(
+    message: string,
+    readonly retryable = true,
+  ) {
+    super(message);
+  }
+}
+
+/** A part that failed for good: `message` names the cause, the bytes that had arrived and the attempts. */
+class PartFailed extends Error {
+  constructor(
+    message: string,
+    readonly last: unknown,
+  ) {
+    super(message, { cause: last });
+  }
+}
+
+/** Where one part lies in the artifact; `index` is 0-based, `start`/`end` inclusive. */
+interface Part {
+  readonly index: number;
+  readonly count: number;
+  readonly start: number;
+  readonly end: number;
+}
 
 type Body = NonNullable<GetObjectCommandOutput['Body']>;
 
@@ -52,6 +115,8 @@ export class S3ModelStore implements ModelStore {
   private readonly partSize: number;
   private readonly concurrency: number;
   private readonly listPageSize: number;
+  private readonly retry: BodyRetry;
+  private readonly onRetry: ((retry: DownloadRetry) => void) | undefined;
 
   constructor(options: S3ModelStoreOptions) {
     const prefix = (options.prefix ?? '').replace(/^\/+|\/+$/g, '');
@@ -75,7 +140,14 @@ export class S3ModelStore implements ModelStore {
     if (!Number.isSafeInteger(listPageSize) || listPageSize < 1 || listPageSize > 1000) {
       problems.push(`'listPageSize' must be an integer from 1 to 1000`);
     }
+    const retry = { ...DEFAULT_BODY_RETRY, ...options.bodyRetry };
+    if (!Number.isSafeInteger(retry.attempts) || retry.attempts < 1)
+      problems.push(`'bodyRetry.attempts' must be a positive integer`);
+    if (!(retry.baseDelayMs >= 0) || !(retry.maxDelayMs >= 0))
+      problems.push(`'bodyRetry' delays must be non-negative numbers`);
     if (problems.length > 0) throw new ConfigError(problems);
+    this.retry = retry;
+    this.onRetry = options.onRetry;
     this.client = options.client;
     this.bucket = options.bucket;
     this.base = prefix === '' ? '' : `${prefix}/`;
@@ -88,24 +160,41 @@ export class S3ModelStore implements ModelStore {
   async readConfig(model: string, etag?: string): Promise<ConfigDocument | 'not-modified' | undefined> {
     assertModelName(model);
     const key = this.key(model, 'config.json');
-    try {
-      const output = await this.client.send(
-        new GetObjectCommand({
-          Bucket: this.bucket,
-          Key: key,
-          ...(etag !== undefined && etag !== '' ? { IfNoneMatch: etag } : {}),
-        }),
-      );
-      const text = (await output.Body?.transformToString('utf-8')) ?? '';
-      return { text, etag: output.ETag ?? '' };
-    } catch (error) {
-      // The SDK turns a 304 into an error (with no body to name it), so the status is what tells.
-      if (httpStatus(error) === 304) return 'not-modified';
-      if (errorName(error) === 'NoSuchKey') return undefined;
-      throw new ModelLoadError(
-        `model '${model}': reading config.json from the model store failed (${describe(error)})`,
-        { cause: error },
-      );
+    for (let attempt = 1; ; attempt++) {
+      let output: GetObjectCommandOutput;
+      try {
+        output = await this.client.send(
+          new GetObjectCommand({
+            Bucket: this.bucket,
+            Key: key,
+            ...(etag !== undefined && etag !== '' ? { IfNoneMatch: etag } : {}),
+          }),
+        );
+      } catch (error) {
+        // The SDK turns a 304 into an error (with no body to name it), so the status is what tells.
+        if (httpStatus(error) === 304) return 'not-modified';
+        if (errorName(error) === 'NoSuchKey') return undefined;
+        // The SDK has retried what can be retried before the headers.
+        throw new ModelLoadError(
+          `model '${model}': reading config.json from the model store failed (${describe(error)})`,
+          { cause: error },
+        );
+      }
+      const progress = { received: 0 };
+      try {
+        const text = await readText(output, progress);
+        return { text, etag: output.ETag ?? '' };
+      } catch (error) {
+        const reason = `${bodyFault(error)} after ${formatBytes(progress.received)}`;
+        if (attempt >= this.retry.attempts) {
+          throw new ModelLoadError(
+            `model '${model}': reading config.json from the model store failed: ${reason} (${attempts(attempt)})`,
+            { cause: error },
+          );
+        }
+        const retry = { model, version: undefined, file: 'config.json', part: 1, parts: 1, attempt, reason };
+        await this.backOff(retry, undefined);
+      }
     }
   }
 
@@ -122,12 +211,17 @@ export class S3ModelStore implements ModelStore {
     // ArrayBuffer at offset 0 (never a slice of Node's pool), which onnxruntime may keep using as weights.
     const bytes = Buffer.allocUnsafeSlow(size);
     const abort = new AbortController();
+    const retried = (part: Part, attempt: number, reason: string) => ({
+      model,
+      version,
+      file,
+      part: part.index + 1,
+      parts: part.count,
+      attempt,
+      reason,
+    });
     try {
-      if (size <= this.partSize) {
-        await this.readWhole(key, bytes, abort.signal);
-      } else {
-        await this.readParts(key, bytes, abort);
-      }
+      await this.readParts(key, bytes, abort, retried);
     } catch (error) {
       abort.abort();
       throw this.translate(error, model, version, file);
@@ -198,27 +292,30 @@ export class S3ModelStore implements ModelStore {
     return key;
   }
 
-  private async readWhole(key: string, bytes: Buffer, signal: AbortSignal): Promise<void> {
-    const output = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), {
-      abortSignal: signal,
-    });
-    const body = output.Body;
-    if (output.ContentLength !== undefined && output.ContentLength !== bytes.byteLength) {
-      destroy(body);
-      throw new ArtifactMismatch(
-        `the object is ${output.ContentLength} bytes, config.json says ${bytes.byteLength}`,
-      );
-    }
-    await copyInto(body, bytes, 0, bytes.byteLength, signal);
-  }
-
-  private async readParts(key: string, bytes: Buffer, abort: AbortController): Promise<void> {
+  /**
+   * Reads every part into `bytes`: one plain GET when the artifact fits in one part, else ranged GETs,
+   * up to `concurrency` at once. A part whose body fails is read again alone ({@link BodyRetry}); the
+   * parts already read are kept. A part that fails for good aborts the others.
+   */
+  private async readParts(
+    key: string,
+    bytes: Buffer,
+    abort: AbortController,
+    retried: (part: Part, attempt: number, reason: string) => Omit<DownloadRetry, 'delayMs'>,
+  ): Promise<void> {
     const size = bytes.byteLength;
-    const parts = Math.ceil(size / this.partSize);
-    const range = (part: number) => {
-      const start = part * this.partSize;
-      return { start, end: Math.min(size, start + this.partSize) - 1 };
+    const count = Math.ceil(size / this.partSize);
+    const part = (index: number): Part => {
+      const start = index * this.partSize;
+      return { index, count, start, end: Math.min(size, start + this.partSize) - 1 };
     };
+    // The first answer's ETag is the object's: every later GET asks for it (If-Match) and checks it, so a
+    // replaced object is never mixed in, retries of the first part included.
+    const object: { etag: string | undefined } = { etag: undefined };
+    if (count === 1) {
+      await this.readPart(key, bytes, part(0), object, abort.signal, retried, true);
+      return;
+    }
     let failure: unknown;
     const guard = async (task: () => Promise<void>) => {
       try {
@@ -228,51 +325,105 @@ export class S3ModelStore implements ModelStore {
         abort.abort();
       }
     };
-
-    // The first answer gives the ETag every other part must match, so a replaced object is never mixed in.
-    const first = await this.getRange(key, range(0), undefined, size, abort.signal);
-    const etag = first.ETag;
     let next = 1;
     const worker = async () => {
-      while (next < parts && failure === undefined) {
-        const part = next++;
-        const { start, end } = range(part);
-        const output = await this.getRange(key, { start, end }, etag, size, abort.signal);
-        await copyInto(output.Body, bytes, start, end + 1 - start, abort.signal);
+      while (next < count && failure === undefined) {
+        await this.readPart(key, bytes, part(next++), object, abort.signal, retried, false);
       }
     };
+    const first = this.readPart(key, bytes, part(0), object, abort.signal, retried, false, () => {
+      for (let i = 1; i < Math.min(this.concurrency, count); i++) tasks.push(guard(worker));
+    });
     const tasks = [
       guard(async () => {
-        await copyInto(first.Body, bytes, 0, range(0).end + 1, abort.signal);
+        await first;
         await worker();
       }),
     ];
-    for (let i = 1; i < Math.min(this.concurrency, parts); i++) tasks.push(guard(worker));
-    // Every task settles before this returns, so nothing writes into the buffer after a failure is thrown.
-    await Promise.all(tasks);
+    // Tasks join `tasks` while it is awaited (once the first part's headers are in), so wait until none is
+    // added any more: every task settles before this returns, so nothing writes into the buffer after a
+    // failure is thrown.
+    for (let settled = 0; settled < tasks.length; ) {
+      const batch = tasks.slice(settled);
+      settled = tasks.length;
+      await Promise.all(batch);
+    }
     if (failure !== undefined) throw failure;
   }
 
-  private async getRange(
+  /** Reads one part, trying again with backoff while its failures may be transient. */
+  private async readPart(
     key: string,
-    range: { start: number; end: number },
+    bytes: Buffer,
+    part: Part,
+    object: { etag: string | undefined },
+    signal: AbortSignal,
+    retried: (part: Part, attempt: number, reason: string) => Omit<DownloadRetry, 'delayMs'>,
+    whole: boolean,
+    onHeaders?: () => void,
+  ): Promise<void> {
+    let headersSeen = onHeaders;
+    for (let attempt = 1; ; attempt++) {
+      const progress = { received: 0 };
+      let inBody = false;
+      try {
+        const output = await this.getPart(key, part, object.etag, bytes.byteLength, whole, signal);
+        object.etag ??= output.ETag;
+        headersSeen?.();
+        headersSeen = undefined;
+        inBody = true;
+        await copyInto(output.Body, bytes, part.start, part.end + 1 - part.start, signal, progress);
+        return;
+      } catch (error) {
+        signal.throwIfAborted();
+        if (!isRetryable(error)) throw error;
+        // E.g. 'connection reset after 4.1 MB' (in the body) or 'asked for 8388608 bytes, got 4096' (headers).
+        const reason = inBody
+          ? `${bodyFault(error)} after ${formatBytes(progress.received)}`
+          : bodyFault(error);
+        if (attempt >= this.retry.attempts) {
+          const of =
+            part.count === 1 ? formatBytes(bytes.byteLength) : `part ${part.index + 1} of ${part.count}`;
+          throw new PartFailed(`${reason} ${inBody ? 'of' : 'for'} ${of} (${attempts(attempt)})`, error);
+        }
+        await this.backOff(retried(part, attempt, reason), signal);
+      }
+    }
+  }
+
+  /** Waits out the jittered backoff before `retry.attempt + 1`, after telling `onRetry`. */
+  private async backOff(
+    retry: Omit<DownloadRetry, 'delayMs'>,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const ceiling = Math.min(this.retry.maxDelayMs, this.retry.baseDelayMs * 2 ** (retry.attempt - 1));
+    const delayMs = Math.round(Math.random() * ceiling);
+    this.onRetry?.({ ...retry, delayMs });
+    await sleep(delayMs, undefined, signal === undefined ? {} : { signal });
+  }
+
+  /** One GET of a part (a plain GET for a whole artifact), refused unless it is exactly the part asked for. */
+  private async getPart(
+    key: string,
+    part: Part,
     etag: string | undefined,
     size: number,
+    whole: boolean,
     signal: AbortSignal,
   ): Promise<GetObjectCommandOutput> {
     const output = await this.client.send(
       new GetObjectCommand({
         Bucket: this.bucket,
         Key: key,
-        Range: `bytes=${range.start}-${range.end}`,
+        ...(whole ? {} : { Range: `bytes=${part.start}-${part.end}` }),
         ...(etag === undefined ? {} : { IfMatch: etag }),
       }),
       { abortSignal: signal },
     );
-    const problem = checkRange(output, range, size, etag);
+    const problem = whole ? checkWhole(output, size, etag) : checkRange(output, part, size, etag);
     if (problem !== undefined) {
       destroy(output.Body);
-      throw new ArtifactMismatch(problem);
+      throw problem;
     }
     return output;
   }
@@ -280,6 +431,15 @@ export class S3ModelStore implements ModelStore {
   private translate(error: unknown, model: string, version: string, file: string): Error {
     if (error instanceof ServingError) return error;
     const what = `model '${model}' version '${version}'`;
+    if (error instanceof PartFailed) {
+      const mismatch = error.last instanceof ArtifactMismatch;
+      return new ModelLoadError(
+        mismatch
+          ? `${what}: ${file} in the model store does not match config.json: ${error.message}`
+          : `${what}: reading ${file} from the model store failed: ${error.message}`,
+        { cause: error.last },
+      );
+    }
     if (error instanceof ArtifactMismatch) {
       return new ModelLoadError(
         `${what}: ${file} in the model store does not match config.json: ${error.message}`,
@@ -310,18 +470,41 @@ function checkRange(
   range: { start: number; end: number },
   size: number,
   etag: string | undefined,
-): string | undefined {
-  if (etag !== undefined && output.ETag !== etag) return 'the object changed during the download';
+): ArtifactMismatch | undefined {
+  if (etag !== undefined && output.ETag !== etag) {
+    return new ArtifactMismatch('the object changed during the download', false);
+  }
   const match = CONTENT_RANGE.exec(output.ContentRange ?? '');
-  if (match === null) return `expected a partial answer, got Content-Range '${output.ContentRange ?? ''}'`;
+  if (match === null) {
+    return new ArtifactMismatch(
+      `expected a partial answer, got Content-Range '${output.ContentRange ?? ''}'`,
+    );
+  }
   const total = match[3] === '*' ? undefined : Number(match[3]);
-  if (total !== undefined && total !== size) return `the object is ${total} bytes, config.json says ${size}`;
+  if (total !== undefined && total !== size) {
+    return new ArtifactMismatch(`the object is ${total} bytes, config.json says ${size}`);
+  }
   if (Number(match[1]) !== range.start || Number(match[2]) !== range.end) {
-    return `asked for bytes ${range.start}-${range.end}, got ${match[1]}-${match[2]}`;
+    return new ArtifactMismatch(`asked for bytes ${range.start}-${range.end}, got ${match[1]}-${match[2]}`);
   }
   const length = range.end + 1 - range.start;
   if (output.ContentLength !== undefined && output.ContentLength !== length) {
-    return `asked for ${length} bytes, got ${output.ContentLength}`;
+    return new ArtifactMismatch(`asked for ${length} bytes, got ${output.ContentLength}`);
+  }
+  return undefined;
+}
+
+/** Why a plain GET of the whole artifact cannot be used, or `undefined`. */
+function checkWhole(
+  output: GetObjectCommandOutput,
+  size: number,
+  etag: string | undefined,
+): ArtifactMismatch | undefined {
+  if (etag !== undefined && output.ETag !== etag) {
+    return new ArtifactMismatch('the object changed during the download', false);
+  }
+  if (output.ContentLength !== undefined && output.ContentLength !== size) {
+    return new ArtifactMismatch(`the object is ${output.ContentLength} bytes, config.json says ${size}`);
   }
   return undefined;
 }
@@ -330,13 +513,17 @@ function isAsyncIterable(body: unknown): body is AsyncIterable<Uint8Array> {
   return typeof body === 'object' && body !== null && Symbol.asyncIterator in body;
 }
 
-/** Streams `body` into `bytes[offset, offset + length)`; more or fewer bytes than that is a mismatch. */
+/**
+ * Streams `body` into `bytes[offset, offset + length)`; more or fewer bytes than that is a mismatch.
+ * `progress.received` counts the bytes written so far, for the error that names where a body broke.
+ */
 async function copyInto(
   body: Body | undefined,
   bytes: Uint8Array,
   offset: number,
   length: number,
   signal: AbortSignal,
+  progress: { received: number },
 ): Promise<void> {
   if (!isAsyncIterable(body)) throw new ArtifactMismatch('the answer has no readable body');
   const end = offset + length;
@@ -347,8 +534,73 @@ async function copyInto(
     if (at + chunk.byteLength > end) throw new ArtifactMismatch(`more than the ${length} bytes asked for`);
     bytes.set(chunk, at);
     at += chunk.byteLength;
+    progress.received = at - offset;
   }
-  if (at !== end) throw new ArtifactMismatch(`${at - offset} bytes instead of ${length}`);
+  if (at !== end) throw new ArtifactMismatch(`the body ended at ${at - offset} of ${length} bytes`);
+}
+
+/** The body of a config.json answer as text, counting bytes; fewer bytes than its Content-Length fail. */
+async function readText(output: GetObjectCommandOutput, progress: { received: number }): Promise<string> {
+  const body = output.Body;
+  if (body === undefined) return '';
+  if (!isAsyncIterable(body)) throw new ArtifactMismatch('the answer has no readable body');
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of body) {
+    chunks.push(chunk);
+    progress.received += chunk.byteLength;
+  }
+  const length = output.ContentLength;
+  if (length !== undefined && progress.received !== length) {
+    throw new ArtifactMismatch(`the body ended at ${progress.received} of ${length} bytes`);
+  }
+  return Buffer.concat(chunks).toString('utf-8');
+}
+
+/**
+ * Whether reading a part again may help. Errors thrown before the headers come from the SDK, which has
+ * retried them already (or they are final: a missing key, a denied request, an object replaced); what
+ * fails in the body (a connection lost, a socket timeout) or does not fit the request (a short or
+ * mislabelled answer) is ours to retry.
+ */
+function isRetryable(error: unknown): boolean {
+  if (error instanceof ArtifactMismatch) return error.retryable;
+  if (httpStatus(error) !== undefined) return false;
+  const name = errorName(error);
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return (
+    name === 'TimeoutError' ||
+    code === 'ECONNRESET' ||
+    code === 'EPIPE' ||
+    code === 'ERR_STREAM_PREMATURE_CLOSE' ||
+    code === 'ETIMEDOUT'
+  );
+}
+
+/** The cause of a body failure in words, e.g. `connection reset`. */
+function bodyFault(error: unknown): string {
+  if (error instanceof ArtifactMismatch) return error.message;
+  const message = (error as { message?: unknown } | undefined)?.message;
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (errorName(error) === 'TimeoutError') return 'the connection stalled past the socket timeout';
+  // Node names a response whose connection ended before its Content-Length was complete 'aborted'.
+  if (message === 'aborted') return 'the connection ended before the body was complete';
+  if (code === 'ECONNRESET') return 'connection reset';
+  if (code === 'ERR_STREAM_PREMATURE_CLOSE') return 'the body stream closed early';
+  if (typeof code === 'string') return `connection error ${code}`;
+  return describe(error);
+}
+
+/** `1 attempt`, `3 attempts`. */
+function attempts(n: number): string {
+  return n === 1 ? '1 attempt' : `${n} attempts`;
+}
+
+/** Bytes for people: `512 B`, `4.1 kB`, `4.1 MB` (decimal units). */
+export function formatBytes(n: number): string {
+  if (n < 1000) return `${n} B`;
+  if (n < 1_000_000) return `${(n / 1000).toFixed(1)} kB`;
+  if (n < 1_000_000_000) return `${(n / 1_000_000).toFixed(1)} MB`;
+  return `${(n / 1_000_000_000).toFixed(1)} GB`;
 }
 
 function destroy(body: Body | undefined): void {
@@ -371,6 +623,9 @@ function httpStatus(error: unknown): number | undefined {
 function describe(error: unknown): string {
   const status = httpStatus(error);
   const name = errorName(error) ?? 'unknown error';
+  if (name === 'CredentialsProviderError') {
+    return 'CredentialsProviderError: no S3 credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (dummy ones for an S3-compatible server that checks none) or a role';
+  }
   return status === undefined ? name : `${name}, HTTP ${status}`;
 }
 

@@ -184,6 +184,38 @@ export type ServingEvent =
       readonly model: string;
       readonly version: string;
       readonly depth: number;
+    }
+  | {
+      /** A part of a download (or a config.json read) broke mid-body and is read again after `delayMs`. */
+      readonly type: 'download-retry';
+      readonly model: string;
+      /** `undefined` for config.json. */
+      readonly version: string | undefined;
+      readonly file: string;
+      readonly part: number;
+      readonly parts: number;
+      readonly attempt: number;
+      readonly reason: string;
+      readonly delayMs: number;
+    }
+  | {
+      /** A re-read config.json could not be used (it does not parse); the last good one stays in force. */
+      readonly type: 'config-rejected';
+      readonly model: string;
+      readonly error: Error;
+    }
+  | {
+      /**
+       * The default version named by a newer config.json could not load; the version that was serving the
+       * model's default route keeps serving it until the new one loads.
+       */
+      readonly type: 'rollout-held';
+      readonly model: string;
+      /** The version that failed (with the sha256 of its artifact: a changed config may keep the number). */
+      readonly version: string;
+      readonly sha256: string;
+      readonly serving: string;
+      readonly error: Error;
     };
 
 export interface Telemetry {

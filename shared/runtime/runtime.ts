@@ -12,7 +12,7 @@ import { OrtEngine } from '../adapters/ort-engine';
 import { PowertoolsTelemetry } from '../adapters/powertools-telemetry';
 import { PrometheusTelemetry } from '../adapters/prometheus-telemetry';
 import { createS3Client } from '../adapters/s3-client';
-import { S3ModelStore } from '../adapters/s3-model-store';
+import { type DownloadRetry, S3ModelStore } from '../adapters/s3-model-store';
 import { WorkerOrtEngine } from '../adapters/worker-ort-engine';
 import { type InstanceFacts, parseConfig, type ServingConfig } from '../core/config';
 import { DynamicBatcher } from '../core/dynamic-batcher';
@@ -91,7 +91,7 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
         })
       : undefined;
   const runner = parts.runner ?? batcher?.runner;
-  const store = parts.store ?? createStore(config);
+  const store = parts.store ?? createStore(config, telemetry);
   const registry = new ModelRegistry({ store, configTtlMs: config.configTtlMs });
   const cache = new ModelCache({ maxBytes: config.cacheMemoryBytes, telemetry });
   const diskCache =
@@ -152,7 +152,8 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
   };
 }
 
-export function createStore(config: ServingConfig): ModelStore {
+/** The model store of `config`; `telemetry` hears of download parts read again. */
+export function createStore(config: ServingConfig, telemetry?: Telemetry): ModelStore {
   const repo = config.repository;
   if (repo.kind === 'file') return new FileModelStore(resolve(repo.root));
   const client = createS3Client({
@@ -165,6 +166,9 @@ export function createStore(config: ServingConfig): ModelStore {
     prefix: repo.prefix,
     partSize: repo.partSizeBytes,
     concurrency: repo.concurrency,
+    ...(telemetry === undefined
+      ? {}
+      : { onRetry: (retry: DownloadRetry) => telemetry.emit({ type: 'download-retry', ...retry }) }),
   });
 }
 

@@ -80,6 +80,18 @@ describe('startFaultProxy', () => {
     await expect(get('bytes=0-99')).rejects.toMatchObject({ name: 'NoSuchKey' });
   });
 
+  it('matches one exact Range, so a fault hits one part of a download', async () => {
+    const fault = proxy.inject({
+      key: KEY,
+      range: 'bytes=100-199',
+      times: Number.POSITIVE_INFINITY,
+      fault: { kind: 'status', status: 404, code: 'NoSuchKey' },
+    });
+    await expect(get('bytes=0-99')).resolves.toBeDefined();
+    await expect(get('bytes=100-199')).rejects.toMatchObject({ name: 'NoSuchKey' });
+    expect(fault.hits).toBe(1);
+  });
+
   it('resets the connection mid-body: the headers arrive, the body stream fails', async () => {
     proxy.inject({ key: KEY, fault: { kind: 'reset', after: { fraction: 0.5 } } });
     await expect(get()).rejects.toThrow();

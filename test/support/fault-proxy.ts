@@ -45,6 +45,8 @@ export interface FaultRule {
   readonly key?: string | RegExp;
   /** Only requests with a `Range` header (`true`) or only those without (`false`). */
   readonly ranged?: boolean;
+  /** Only requests whose `Range` header is this (e.g. `bytes=524288-786431`: one part of a download). */
+  readonly range?: string;
   /** Matching requests let through untouched before the fault starts. Default 0. */
   readonly skip?: number;
   /** Matching requests the fault hits, after `skip`. Default 1; `Infinity` for every one. */
@@ -106,12 +108,13 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       timers.add(timer);
     });
 
-  const pick = (method: string, key: string | undefined, ranged: boolean): Fault | undefined => {
+  const pick = (method: string, key: string | undefined, range: string | undefined): Fault | undefined => {
     for (const active of rules) {
       const { rule } = active;
       if (active.removed) continue;
       if (rule.method !== undefined && rule.method !== method) continue;
-      if (rule.ranged !== undefined && rule.ranged !== ranged) continue;
+      if (rule.ranged !== undefined && rule.ranged !== (range !== undefined)) continue;
+      if (rule.range !== undefined && rule.range !== range) continue;
       if (rule.key !== undefined) {
         if (key === undefined) continue;
         if (typeof rule.key === 'string' ? rule.key !== key : !rule.key.test(key)) continue;
@@ -132,7 +135,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       const method = req.method ?? 'GET';
       const key = keyOf(req.url ?? '/');
       const range = req.headers.range;
-      const fault = pick(method, key, range !== undefined);
+      const fault = pick(method, key, range);
       const record = (status: number) => log.push({ method, key, range, status, fault: fault?.kind });
       if (fault?.kind === 'status') {
         record(fault.status);
