@@ -10,6 +10,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServingConfig } from '../../shared/core/config';
+import { ModelLoadBackoffError } from '../../shared/core/errors';
 import { PROMETHEUS_CONTENT_TYPE } from '../../shared/core/metrics/registry';
 import { configFromEnv, createRuntime, type Runtime, type RuntimeParts } from '../../shared/runtime/runtime';
 import { type RunningServer, startHttpServer } from './http-server';
@@ -86,12 +87,17 @@ export async function startServer(
           logger.info('preloaded', { model: name });
           break;
         } catch (error) {
-          logger.error('preload failed: not ready, retrying', {
-            model: name,
-            retryInMs: delay,
-            error: error as Error,
-          });
-          await sleep(delay, undefined, { signal: stopPreload.signal }).catch(() => undefined);
+          // A failure still in its backoff was logged when it happened: wait for the backoff to end.
+          const remembered = error instanceof ModelLoadBackoffError;
+          const wait = remembered ? Math.max(delay, error.retryInMs) : delay;
+          if (!remembered) {
+            logger.error('preload failed: not ready, retrying', {
+              model: name,
+              retryInMs: wait,
+              error: error as Error,
+            });
+          }
+          await sleep(wait, undefined, { signal: stopPreload.signal }).catch(() => undefined);
         }
       }
     }

@@ -6,7 +6,13 @@ import {
   ListObjectsV2Command,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { ConfigError, ModelLoadError, ModelNotFoundError, ServingError } from '../core/errors';
+import {
+  ConfigError,
+  IntegrityError,
+  ModelLoadError,
+  ModelNotFoundError,
+  ServingError,
+} from '../core/errors';
 import { assertModelName, isValidModelName } from '../core/names';
 import type { ArtifactFormat, ConfigDocument, ModelStore } from '../core/ports';
 import { checkArtifactRequest } from './artifact-request';
@@ -431,19 +437,23 @@ export class S3ModelStore implements ModelStore {
   private translate(error: unknown, model: string, version: string, file: string): Error {
     if (error instanceof ServingError) return error;
     const what = `model '${model}' version '${version}'`;
+    // Bytes that keep disagreeing with config.json fail the integrity check as a wrong hash does: the
+    // core then reads config.json again, which may be the one at fault.
     if (error instanceof PartFailed) {
-      const mismatch = error.last instanceof ArtifactMismatch;
-      return new ModelLoadError(
-        mismatch
-          ? `${what}: ${file} in the model store does not match config.json: ${error.message}`
-          : `${what}: reading ${file} from the model store failed: ${error.message}`,
-        { cause: error.last },
-      );
+      return error.last instanceof ArtifactMismatch
+        ? new IntegrityError(
+            `${what}: ${file} in the model store does not match config.json: ${error.message}`,
+            {
+              cause: error.last,
+            },
+          )
+        : new ModelLoadError(`${what}: reading ${file} from the model store failed: ${error.message}`, {
+            cause: error.last,
+          });
     }
     if (error instanceof ArtifactMismatch) {
-      return new ModelLoadError(
-        `${what}: ${file} in the model store does not match config.json: ${error.message}`,
-      );
+      const message = `${what}: ${file} in the model store does not match config.json: ${error.message}`;
+      return error.retryable ? new IntegrityError(message) : new ModelLoadError(message);
     }
     const name = errorName(error);
     if (name === 'NoSuchKey') {

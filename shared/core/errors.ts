@@ -87,6 +87,24 @@ export class IntegrityError extends ModelLoadError {
   override readonly code = 'integrity_check_failed';
 }
 
+/**
+ * A load of this model version and artifact failed a moment ago and is not tried again until its backoff
+ * ends: the answer is the last failure's reason, with `Retry-After`. `code` is the last failure's.
+ */
+export class ModelLoadBackoffError extends ModelLoadError {
+  override readonly code: string;
+  override readonly headers: Readonly<Record<string, string>>;
+  /** Milliseconds until the next load may be tried. */
+  readonly retryInMs: number;
+  constructor(last: Error, retryInMs: number) {
+    const seconds = Math.max(1, Math.ceil(retryInMs / 1000));
+    super(`${last.message} (not tried again for ${seconds} s)`, { cause: last });
+    this.code = last instanceof ServingError ? last.code : 'model_load_failed';
+    this.retryInMs = retryInMs;
+    this.headers = { 'retry-after': String(seconds) };
+  }
+}
+
 /** The model's repository entry (config.json) is malformed. */
 export class ModelConfigError extends ModelLoadError {
   override readonly code = 'model_config_invalid';

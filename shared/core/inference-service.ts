@@ -4,7 +4,7 @@
  * answer. It knows nothing of HTTP or Lambda.
  */
 import { admitRun, type Deadline } from './deadline';
-import { InputRejectedError, ModelLoadError } from './errors';
+import { InputRejectedError, IntegrityError, ModelLoadBackoffError, ModelLoadError } from './errors';
 import type { Lease, ModelCache } from './model-cache';
 import type { ModelConfig } from './model-config';
 import type { ModelLoader } from './model-loader';
@@ -63,6 +63,10 @@ export class InferenceService {
   readonly #telemetry: Telemetry;
   readonly #clock: Clock;
   readonly #runTimes: RunTimeEstimator;
+  /** Per route (`model`, or `model@version`), the artifact that last served it. */
+  readonly #serving = new Map<string, ResolvedModel>();
+  /** `route#sha256` of held rollouts already reported, so a failure not remembered is reported once. */
+  readonly #held = new Set<string>();
 
   constructor(options: InferenceServiceOptions) {
     this.#registry = options.registry;
@@ -79,18 +83,48 @@ export class InferenceService {
     return this.#limits;
   }
 
-  /** Runs `use` with a leased session of the resolved version; the lease is returned whatever happens. */
+  /**
+   * Runs `use` with a leased session of the resolved version; the lease is returned whatever happens.
+   *
+   * A warm route keeps serving through a bad rollout: when config.json names a new artifact for a route
+   * (the model's default, or an explicit version whose file was replaced) and it cannot load, the artifact
+   * that last served that route keeps serving it (a `rollout-held` event) until the new one loads; its
+   * failure is remembered with a backoff by the cache, so later requests do not wait on it. A route that
+   * never served answers the failure itself.
+   */
   async withModel<T>(
     name: string,
     version: string | undefined,
     use: (model: LoadedModel, resolved: ResolvedModel) => Promise<T>,
   ): Promise<T> {
-    const resolved = await this.#registry.resolve(name, version);
-    const lease: Lease = await this.#cache.acquire(
-      { model: name, version: resolved.version, sha256: resolved.sha256 },
-      estimateSessionBytes(resolved),
-      () => this.#loader.load(resolved),
-    );
+    const route = version === undefined ? name : `${name}@${version}`;
+    let resolved = await this.#registry.resolve(name, version);
+    let lease: Lease;
+    try {
+      lease = await this.#acquire(resolved);
+    } catch (error) {
+      const previous = this.#serving.get(route);
+      if (previous === undefined || previous.sha256 === resolved.sha256) throw error;
+      const held = `${route}#${resolved.sha256}`;
+      if (!(error instanceof ModelLoadBackoffError) && !this.#held.has(held)) {
+        this.#held.add(held);
+        this.#telemetry.emit({
+          type: 'rollout-held',
+          model: name,
+          version: resolved.version,
+          sha256: resolved.sha256,
+          serving: previous.version,
+          error: error instanceof Error ? error : new Error(String(error)),
+        });
+      }
+      resolved = previous;
+      lease = await this.#acquire(previous);
+    }
+    const before = this.#serving.get(route);
+    this.#serving.set(route, resolved);
+    if (before !== undefined && before.sha256 !== resolved.sha256) {
+      for (const held of this.#held) if (held.startsWith(`${route}#`)) this.#held.delete(held);
+    }
     try {
       return await use(lease.model, resolved);
     } catch (error) {
@@ -100,6 +134,23 @@ export class InferenceService {
       throw error;
     } finally {
       lease.release();
+    }
+  }
+
+  /** A lease on the session of `resolved`, loading it if needed; an integrity failure distrusts its config. */
+  async #acquire(resolved: ResolvedModel): Promise<Lease> {
+    const name = resolved.config.name;
+    try {
+      return await this.#cache.acquire(
+        { model: name, version: resolved.version, sha256: resolved.sha256 },
+        estimateSessionBytes(resolved),
+        () => this.#loader.load(resolved),
+      );
+    } catch (error) {
+      // The bytes may be right and config.json wrong (e.g. other content served under its real ETag, which
+      // every conditional re-read would confirm): read it again, unconditionally, before the next attempt.
+      if (error instanceof IntegrityError) this.#registry.distrust(name);
+      throw error;
     }
   }
 

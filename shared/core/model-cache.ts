@@ -2,13 +2,36 @@
  * The in-memory tier of the warm cache: live sessions keyed by model, version and content hash, bounded
  * by an estimate of their bytes, least-recently-used evicted.
  *
- * Two rules shape it. Loads are single-flight: the cache stores the *promise* of a load, so concurrent
- * first requests share one download and one session creation, and a rejected load is dropped so the next
- * request tries again. A session is never released while a run holds it: callers take a lease, and an
- * entry over budget is evicted only once its last lease is returned.
+ * Three rules shape it. Loads are single-flight: the cache stores the *promise* of a load, so concurrent
+ * first requests share one download and one session creation. A failed load is dropped, and remembered
+ * with a backoff (unless its file is missing): until it ends, requests for the same model version and
+ * artifact are answered with the failure's reason and `Retry-After` ({@link ModelLoadBackoffError})
+ * instead of costing a download each; the first request after it tries again. A session is never released while a run holds it: callers take
+ * a lease, and an entry over budget is evicted only once its last lease is returned.
  */
-import type { LoadedModel, Telemetry } from './ports';
+import { ModelLoadBackoffError, ModelNotFoundError } from './errors';
+import type { Clock, LoadedModel, Telemetry } from './ports';
 import { NO_TELEMETRY } from './ports';
+
+/**
+ * How long a failed load is remembered: `initialMs` after the first failure, doubling with each failure
+ * in a row, at most `maxMs`. A successful load forgets the failures.
+ */
+export interface LoadBackoff {
+  readonly initialMs: number;
+  readonly maxMs: number;
+}
+
+export const DEFAULT_LOAD_BACKOFF: LoadBackoff = { initialMs: 1000, maxMs: 60_000 };
+
+/** Failed loads remembered at once; the oldest is forgotten first. */
+const MAX_FAILURES = 1024;
+
+interface Failure {
+  readonly error: Error;
+  readonly count: number;
+  readonly until: number;
+}
 
 export interface CacheKey {
   readonly model: string;
@@ -41,6 +64,10 @@ export interface ModelCacheOptions {
   /** Budget for the estimated bytes of loaded sessions. A single model over budget still loads, alone. */
   readonly maxBytes: number;
   readonly telemetry?: Telemetry;
+  /** Default {@link DEFAULT_LOAD_BACKOFF}. */
+  readonly loadBackoff?: LoadBackoff;
+  /** Milliseconds, for the backoff; default `performance.now`. */
+  readonly clock?: Clock;
 }
 
 export class ModelCache {
@@ -48,11 +75,17 @@ export class ModelCache {
   readonly #telemetry: Telemetry;
   /** Map order is recency order: a use moves the entry to the end. */
   readonly #entries = new Map<string, Entry>();
+  /** Failed loads by entry id, oldest first. */
+  readonly #failures = new Map<string, Failure>();
+  readonly #backoff: LoadBackoff;
+  readonly #clock: Clock;
   #loadedBytes = 0;
 
   constructor(options: ModelCacheOptions) {
     this.#maxBytes = options.maxBytes;
     this.#telemetry = options.telemetry ?? NO_TELEMETRY;
+    this.#backoff = options.loadBackoff ?? DEFAULT_LOAD_BACKOFF;
+    this.#clock = options.clock ?? (() => performance.now());
   }
 
   /**
@@ -66,6 +99,11 @@ export class ModelCache {
       this.#entries.delete(id);
       this.#entries.set(id, entry);
     } else {
+      const failure = this.#failures.get(id);
+      const waitMs = failure === undefined ? 0 : failure.until - this.#clock();
+      if (failure !== undefined && waitMs > 0) {
+        throw new ModelLoadBackoffError(failure.error, waitMs);
+      }
       entry = this.#startLoad(key, id, bytes, load);
     }
     this.#telemetry.emit({
@@ -122,20 +160,39 @@ export class ModelCache {
       discarded: false,
       promise: load().then(
         (model) => {
+          this.#failures.delete(id);
           entry.model = model;
           this.#loadedBytes += bytes;
           this.#enforceBudget(entry);
           return model;
         },
         (error: unknown) => {
-          // Failures are never cached: the next request starts a fresh load.
+          // The failure is not cached, only remembered: the first request after its backoff loads afresh.
           if (this.#entries.get(id) === entry) this.#entries.delete(id);
+          // A missing file costs no download to ask for again, and may appear any moment (an upload).
+          if (!(error instanceof ModelNotFoundError)) this.#remember(id, error);
           throw error;
         },
       ),
     };
     this.#entries.set(id, entry);
     return entry;
+  }
+
+  #remember(id: string, error: unknown): void {
+    const count = (this.#failures.get(id)?.count ?? 0) + 1;
+    const { initialMs, maxMs } = this.#backoff;
+    const delay = Math.min(maxMs, initialMs * 2 ** Math.min(count - 1, 30));
+    this.#failures.delete(id);
+    this.#failures.set(id, {
+      error: error instanceof Error ? error : new Error(String(error)),
+      count,
+      until: this.#clock() + delay,
+    });
+    if (this.#failures.size > MAX_FAILURES) {
+      const oldest = this.#failures.keys().next().value;
+      if (oldest !== undefined) this.#failures.delete(oldest);
+    }
   }
 
   #lease(entry: Entry, model: LoadedModel): Lease {

@@ -1,13 +1,16 @@
 /**
  * Resolves a model name and an optional version to one immutable artifact, reading `config.json` through
  * the store. A config is re-read at most every `configTtlMs`, with a conditional request (ETag), so a new
- * default version reaches warm instances cheaply; when that re-read fails, the last good config is kept
- * (a flaky bucket must not take a warm instance down).
+ * default version reaches warm instances cheaply; when that re-read fails, or reads a document that does
+ * not parse, the last good config is kept (a flaky bucket must not take a warm instance down). A config
+ * whose artifact failed its integrity check is distrusted: the next read is unconditional, since an answer
+ * with other content under the real ETag would otherwise be confirmed by every later 304.
  */
 import { ModelLoadError, ModelNotFoundError, ServingError } from './errors';
 import { type ModelConfig, parseModelConfig, resolveVersion } from './model-config';
 import { assertModelName, assertVersion } from './names';
-import type { ArtifactFormat, Clock, ModelStore } from './ports';
+import type { ArtifactFormat, Clock, ModelStore, Telemetry } from './ports';
+import { NO_TELEMETRY } from './ports';
 
 export interface ResolvedModel {
   readonly config: ModelConfig;
@@ -21,12 +24,16 @@ interface CachedConfig {
   readonly config: ModelConfig;
   readonly etag: string;
   checkedAt: number;
+  /** Read again before the next use, without the ETag ({@link ModelRegistry.distrust}). */
+  distrusted: boolean;
 }
 
 export interface ModelRegistryOptions {
   readonly store: ModelStore;
   readonly configTtlMs: number;
   readonly clock?: Clock;
+  /** Hears of re-read configs that could not be used (`config-rejected`). */
+  readonly telemetry?: Telemetry;
 }
 
 /** How {@link ModelRegistry.resolve} reads config.json. */
@@ -39,6 +46,7 @@ export class ModelRegistry {
   readonly #store: ModelStore;
   readonly #ttlMs: number;
   readonly #clock: Clock;
+  readonly #telemetry: Telemetry;
   readonly #configs = new Map<string, CachedConfig>();
   /** Single flight for config reads: concurrent requests share one GET. */
   readonly #reads = new Map<string, Promise<ModelConfig>>();
@@ -52,6 +60,16 @@ export class ModelRegistry {
     this.#store = options.store;
     this.#ttlMs = options.configTtlMs;
     this.#clock = options.clock ?? Date.now;
+    this.#telemetry = options.telemetry ?? NO_TELEMETRY;
+  }
+
+  /**
+   * Marks the cached config.json of `model` as not to be trusted (its artifact failed its integrity
+   * check): the next use reads it again at once, unconditionally (no If-None-Match).
+   */
+  distrust(model: string): void {
+    const cached = this.#configs.get(model);
+    if (cached !== undefined) cached.distrusted = true;
   }
 
   get location(): string {
@@ -83,7 +101,12 @@ export class ModelRegistry {
     assertModelName(model);
     const cached = this.#configs.get(model);
     const fresh = options.fresh === true;
-    if (!fresh && cached !== undefined && this.#clock() - cached.checkedAt < this.#ttlMs)
+    if (
+      !fresh &&
+      cached !== undefined &&
+      !cached.distrusted &&
+      this.#clock() - cached.checkedAt < this.#ttlMs
+    )
       return cached.config;
     const missingSince = this.#missing.get(model);
     if (!fresh && missingSince !== undefined && this.#clock() - missingSince < this.#ttlMs)
@@ -104,7 +127,7 @@ export class ModelRegistry {
   async #read(model: string, cached: CachedConfig | undefined): Promise<ModelConfig> {
     let document: Awaited<ReturnType<ModelStore['readConfig']>>;
     try {
-      document = await this.#store.readConfig(model, cached?.etag);
+      document = await this.#store.readConfig(model, cached?.distrusted === true ? undefined : cached?.etag);
     } catch (error) {
       if (cached !== undefined) {
         // Keep serving what we have; try again after another TTL.
@@ -124,8 +147,18 @@ export class ModelRegistry {
       throw notFound(model);
     }
     this.#missing.delete(model);
-    const config = parseModelConfig(model, document.text);
-    this.#configs.set(model, { config, etag: document.etag, checkedAt: this.#clock() });
+    let config: ModelConfig;
+    try {
+      config = parseModelConfig(model, document.text);
+    } catch (error) {
+      if (cached === undefined || !(error instanceof ServingError)) throw error;
+      // A config that does not parse never replaces one that serves; it is read again after another TTL
+      // (unconditionally if the cached one is distrusted, or with the cached ETag, which no longer matches).
+      cached.checkedAt = this.#clock();
+      this.#telemetry.emit({ type: 'config-rejected', model, error });
+      return cached.config;
+    }
+    this.#configs.set(model, { config, etag: document.etag, checkedAt: this.#clock(), distrusted: false });
     return config;
   }
 

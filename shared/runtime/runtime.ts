@@ -70,7 +70,10 @@ export interface RuntimeParts {
    * off: one request per instance gains nothing from a free event loop, and a worker only adds copies.
    */
   readonly workerEngine?: boolean;
-  /** Milliseconds for timings and deadlines (default `performance.now`); tests inject their own. */
+  /**
+   * Milliseconds for timings, deadlines, config.json TTLs and failed-load backoffs (default
+   * `performance.now`); tests inject their own to drive time.
+   */
   readonly clock?: Clock;
 }
 
@@ -92,8 +95,9 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
       : undefined;
   const runner = parts.runner ?? batcher?.runner;
   const store = parts.store ?? createStore(config, telemetry);
-  const registry = new ModelRegistry({ store, configTtlMs: config.configTtlMs });
-  const cache = new ModelCache({ maxBytes: config.cacheMemoryBytes, telemetry });
+  const clock = parts.clock ?? (() => performance.now());
+  const registry = new ModelRegistry({ store, configTtlMs: config.configTtlMs, telemetry, clock });
+  const cache = new ModelCache({ maxBytes: config.cacheMemoryBytes, telemetry, clock });
   const diskCache =
     config.diskCache.maxBytes > 0
       ? new DiskArtifactCache({ dir: config.diskCache.dir, maxBytes: config.diskCache.maxBytes })
@@ -104,7 +108,6 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
     (parts.workerEngine && config.engineThread === 'worker'
       ? new WorkerOrtEngine(engineOptions)
       : new OrtEngine(engineOptions));
-  const clock = parts.clock ?? (() => performance.now());
   // One estimator for the loader's warm-up runs and the service's runs.
   const runTimes = new RunTimeEstimator();
   const loader = new ModelLoader({ store, engine, diskCache, telemetry, clock, runTimes });

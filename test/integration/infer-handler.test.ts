@@ -9,7 +9,7 @@ import type { APIGatewayProxyResult } from 'aws-lambda';
 import { createInferHandler } from '../../functions/infer/handler';
 import { S3ModelStore } from '../../shared/adapters/s3-model-store';
 import { parseConfig, type ServingConfig } from '../../shared/core/config';
-import type { ModelStore } from '../../shared/core/ports';
+import type { Clock, ModelStore } from '../../shared/core/ports';
 import { decodeInferResponse, encodeInferRequest } from '../../shared/core/protocol/oip-codec';
 import { createRuntime, type Runtime } from '../../shared/runtime/runtime';
 import { buildAddModel, buildLinearModel, LINEAR_WEIGHTS } from '../../tools/onnx/model-builder';
@@ -78,6 +78,7 @@ async function harness(
   env: Record<string, string> = {},
   patch: Partial<ServingConfig> = {},
   store?: ModelStore,
+  clock?: Clock,
 ): Promise<Harness> {
   const diskDir = await mkdtemp(join(work, 'disk-'));
   const config = {
@@ -95,6 +96,7 @@ async function harness(
   const runtime = createRuntime(config, {
     store: store ?? new S3ModelStore({ client: s3.client, bucket: s3.bucket, prefix: PREFIX }),
     telemetry,
+    ...(clock === undefined ? {} : { clock }),
   });
   const handler = createInferHandler(runtime);
   return {
@@ -281,29 +283,38 @@ describe('infer handler', () => {
   });
 
   describe('integrity', () => {
-    it('refuses a corrupt object, caches nothing of it, and recovers once the object is fixed', async () => {
+    it('refuses a corrupt object, caches nothing of it, remembers the failure, and recovers once the object is fixed', async () => {
       const good = buildLinearModel();
       await publishModel(s3.putObject, s3.bucket, PREFIX, 'corrupt', { '1': { onnx: good } });
       const bad = Uint8Array.from(good);
       bad[bad.length - 1] = (bad[bad.length - 1] ?? 0) ^ 0xff;
       await s3.putObject(s3.bucket, `${PREFIX}/corrupt/1/model.onnx`, bad);
-      const h = await harness();
+      // The clock of the config TTL and the load backoff: time passes only when the test says so.
+      let now = 0;
+      const h = await harness({}, {}, undefined, () => now);
       log.clear();
-      for (let attempt = 0; attempt < 2; attempt += 1) {
-        const result = await h.invoke('http-v2', 'POST', '/v2/models/corrupt/infer', inferBody());
-        expect(result.statusCode).toBe(503);
-        expect(bodyOf(result).error).toMatch(
-          /model 'corrupt' version 1: onnx file failed its integrity check/,
-        );
-      }
+      const first = await h.invoke('http-v2', 'POST', '/v2/models/corrupt/infer', inferBody());
+      expect(first.statusCode).toBe(503);
+      expect(bodyOf(first).error).toMatch(/model 'corrupt' version 1: onnx file failed its integrity check/);
+      // Within the backoff: the reason of the failure and when to come back, without a download.
+      const second = await h.invoke('http-v2', 'POST', '/v2/models/corrupt/infer', inferBody());
+      expect(second.statusCode).toBe(503);
+      expect(bodyOf(second).error).toMatch(
+        /model 'corrupt' version 1: onnx file failed its integrity check .*\(not tried again for 1 s\)$/,
+      );
+      expect(second.headers?.['retry-after']).toBe('1');
       await h.runtime.loader.flush();
-      expect(log.count('GetObject', `${PREFIX}/corrupt/1/model.onnx`)).toBe(2); // the failure was not cached
+      expect(log.count('GetObject', `${PREFIX}/corrupt/1/model.onnx`)).toBe(1);
+      // config.json was read again (unconditionally) after the integrity failure: it may be the one at fault.
+      expect(log.count('GetObject', `${PREFIX}/corrupt/config.json`)).toBe(2);
       expect(await readdir(h.runtime.config.diskCache.dir)).toEqual([]);
       expect(h.runtime.cache.loadedKeys()).toEqual([]);
       await s3.putObject(s3.bucket, `${PREFIX}/corrupt/1/model.onnx`, good);
+      now += 1000;
       expect((await h.invoke('http-v2', 'POST', '/v2/models/corrupt/infer', inferBody())).statusCode).toBe(
         200,
       );
+      expect(log.count('GetObject', `${PREFIX}/corrupt/1/model.onnx`)).toBe(2);
     });
   });
 

@@ -1,10 +1,16 @@
-import { InputRejectedError, ModelLoadError } from '../../shared/core/errors';
+import {
+  InputRejectedError,
+  IntegrityError,
+  ModelLoadBackoffError,
+  ModelLoadError,
+  ModelNotFoundError,
+} from '../../shared/core/errors';
 import { InferenceService } from '../../shared/core/inference-service';
 import { ModelCache } from '../../shared/core/model-cache';
 import { ModelLoader } from '../../shared/core/model-loader';
 import { ModelRegistry } from '../../shared/core/model-registry';
 import type { LoadedModel } from '../../shared/core/ports';
-import { FakeEngine, FakeStore, RecordingTelemetry } from '../support/fakes';
+import { FakeEngine, FakeStore, RecordingTelemetry, sha256 } from '../support/fakes';
 
 function setup() {
   const store = new FakeStore();
@@ -89,6 +95,105 @@ describe('InferenceService', () => {
       expect(Array.from(after.outputs[0]?.data as Float32Array)).toEqual([2, 4]);
       expect(engine.loaded).toHaveLength(2);
       expect(broken.released).toBe(true);
+    });
+  });
+
+  describe('a warm route through a bad rollout', () => {
+    function warm(configTtlMs = 0) {
+      let now = 0;
+      const store = new FakeStore();
+      store.addVersion('m', '1', Buffer.from('one'), { session: { warmup: false } });
+      const engine = new FakeEngine();
+      const telemetry = new RecordingTelemetry();
+      const service = new InferenceService({
+        registry: new ModelRegistry({ store, configTtlMs, clock: () => now }),
+        cache: new ModelCache({ maxBytes: 1 << 20, clock: () => now }),
+        loader: new ModelLoader({ store, engine }),
+        limits: { maxTensorElements: 1000 },
+        telemetry,
+      });
+      const infer = (version?: string) =>
+        service.infer('m', version, { inputs: [x], binaryOutputDefault: false });
+      return { store, engine, telemetry, service, infer, advance: (ms: number) => (now += ms) };
+    }
+
+    it('keeps the default on the serving version while a new default cannot load, then cuts over', async () => {
+      const { store, telemetry, infer, advance } = warm();
+      expect((await infer()).modelVersion).toBe('1');
+      store.addVersion('m', '2', Buffer.from('two'));
+      store.artifacts.set('m/2/onnx', Buffer.from('bad'));
+
+      expect((await infer()).modelVersion).toBe('1');
+      expect(telemetry.ofType('rollout-held')).toEqual([
+        {
+          type: 'rollout-held',
+          model: 'm',
+          version: '2',
+          sha256: sha256(Buffer.from('two')),
+          serving: '1',
+          error: expect.any(IntegrityError),
+        },
+      ]);
+      // The new version asked for by name never served: its own 503, remembered with a backoff.
+      await expect(infer('2')).rejects.toThrow(ModelLoadBackoffError);
+      expect((await infer()).modelVersion).toBe('1');
+      expect(store.count('artifact:m/2')).toBe(1);
+      expect(telemetry.ofType('rollout-held')).toHaveLength(1);
+
+      store.artifacts.set('m/2/onnx', Buffer.from('two'));
+      advance(1000);
+      expect((await infer()).modelVersion).toBe('2');
+      expect((await infer()).modelVersion).toBe('2');
+      expect(store.count('artifact:m/2')).toBe(2);
+    });
+
+    it('keeps an explicit version on its serving file when config.json points it at one that cannot load', async () => {
+      const { store, telemetry, infer } = warm();
+      expect((await infer('1')).modelVersion).toBe('1');
+      store.addVersion('m', '1', Buffer.from('replaced'));
+      store.artifacts.set('m/1/onnx', Buffer.from('broken'));
+
+      expect((await infer('1')).modelVersion).toBe('1');
+      expect(telemetry.ofType('rollout-held')).toEqual([
+        expect.objectContaining({ version: '1', sha256: sha256(Buffer.from('replaced')), serving: '1' }),
+      ]);
+    });
+
+    it("holds the default while a new version's file is missing, reporting it once, and cuts over once it is uploaded", async () => {
+      const { store, telemetry, infer } = warm();
+      expect((await infer()).modelVersion).toBe('1');
+      store.addVersion('m', '2', Buffer.from('two'));
+      store.artifacts.delete('m/2/onnx');
+
+      expect((await infer()).modelVersion).toBe('1');
+      expect((await infer()).modelVersion).toBe('1');
+      expect(telemetry.ofType('rollout-held')).toEqual([
+        expect.objectContaining({ version: '2', serving: '1', error: expect.any(ModelNotFoundError) }),
+      ]);
+
+      store.artifacts.set('m/2/onnx', Buffer.from('two'));
+      expect((await infer()).modelVersion).toBe('2');
+    });
+
+    it('answers the failure itself on a route that never served', async () => {
+      const { store, infer } = warm();
+      store.artifacts.set('m/1/onnx', Buffer.from('bad'));
+      await expect(infer()).rejects.toThrow(IntegrityError);
+      await expect(infer()).rejects.toThrow(ModelLoadBackoffError);
+    });
+
+    it('reads a config again unconditionally after an integrity failure, within its TTL', async () => {
+      const { store, infer } = warm(60_000);
+      const real = (await store.readConfig('m')) as { etag: string };
+      const poisoned = JSON.stringify({
+        versions: { '1': { sha256: sha256(Buffer.from('other')), size: 5 } },
+        session: { warmup: false },
+      });
+      const read = jest.spyOn(store, 'readConfig').mockResolvedValueOnce({ text: poisoned, etag: real.etag });
+
+      await expect(infer()).rejects.toThrow(IntegrityError);
+      expect((await infer()).modelVersion).toBe('1');
+      expect(read.mock.calls.map((call) => call[1])).toEqual([undefined, undefined]);
     });
   });
 });

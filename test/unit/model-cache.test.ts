@@ -1,4 +1,9 @@
-import { ModelLoadError } from '../../shared/core/errors';
+import {
+  IntegrityError,
+  ModelLoadBackoffError,
+  ModelLoadError,
+  ModelNotFoundError,
+} from '../../shared/core/errors';
 import { ModelCache } from '../../shared/core/model-cache';
 import type { LoadedModel } from '../../shared/core/ports';
 import { DOUBLER_SIGNATURE, deferred, FakeModel, RecordingTelemetry } from '../support/fakes';
@@ -35,19 +40,104 @@ describe('ModelCache', () => {
       for (const lease of got) lease.release();
     });
 
-    it('does not cache a failed load: the next caller loads again', async () => {
-      const cache = new ModelCache({ maxBytes: 1000 });
+    it('does not cache a failed load: the first caller after its backoff loads again', async () => {
+      let now = 0;
+      const cache = new ModelCache({ maxBytes: 1000, clock: () => now });
       let calls = 0;
       const failing = async (): Promise<LoadedModel> => {
         calls += 1;
         throw new ModelLoadError('boom');
       };
       await expect(cache.acquire(key('a'), 10, failing)).rejects.toThrow('boom');
+      now += 1000;
       await expect(cache.acquire(key('a'), 10, failing)).rejects.toThrow('boom');
       expect(calls).toBe(2);
+      now += 2000;
       const lease = await cache.acquire(key('a'), 10, loaderOf([]));
       expect(cache.isLoaded(key('a'))).toBe(true);
       lease.release();
+    });
+  });
+
+  describe('failed loads', () => {
+    const failing =
+      (calls: { n: number }, message = 'sha256 does not match') =>
+      async (): Promise<LoadedModel> => {
+        calls.n += 1;
+        throw new IntegrityError(message);
+      };
+
+    it('answers within the backoff with the last reason and Retry-After, without loading', async () => {
+      let now = 0;
+      const cache = new ModelCache({ maxBytes: 1000, clock: () => now });
+      const calls = { n: 0 };
+      await expect(cache.acquire(key('a'), 10, failing(calls))).rejects.toThrow(IntegrityError);
+
+      now = 400;
+      const error = await cache.acquire(key('a'), 10, failing(calls)).catch((e: unknown) => e);
+
+      expect(error).toBeInstanceOf(ModelLoadBackoffError);
+      expect(error).toMatchObject({
+        status: 503,
+        code: 'integrity_check_failed',
+        message: 'sha256 does not match (not tried again for 1 s)',
+        headers: { 'retry-after': '1' },
+      });
+      expect((error as Error).cause).toBeInstanceOf(IntegrityError);
+      expect(calls.n).toBe(1);
+    });
+
+    it('doubles the backoff with each failure in a row, up to the maximum', async () => {
+      let now = 0;
+      const cache = new ModelCache({
+        maxBytes: 1000,
+        clock: () => now,
+        loadBackoff: { initialMs: 1000, maxMs: 5000 },
+      });
+      const calls = { n: 0 };
+      const waits: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        await expect(cache.acquire(key('a'), 10, failing(calls))).rejects.toThrow(IntegrityError);
+        const error = (await cache.acquire(key('a'), 10, failing(calls)).catch((e: unknown) => e)) as {
+          headers: Record<string, string>;
+        };
+        waits.push(error.headers['retry-after'] ?? '');
+        now += Number(waits.at(-1)) * 1000;
+      }
+      expect(waits).toEqual(['1', '2', '4', '5', '5']);
+      expect(calls.n).toBe(5);
+    });
+
+    it('remembers failures per artifact: another sha256 of the same version loads at once', async () => {
+      const cache = new ModelCache({ maxBytes: 1000, clock: () => 0 });
+      await expect(cache.acquire(key('a'), 10, failing({ n: 0 }))).rejects.toThrow(IntegrityError);
+      const lease = await cache.acquire({ ...key('a'), sha256: 'fixed' }, 10, loaderOf([]));
+      lease.release();
+    });
+
+    it('does not remember a missing file: asking again costs no download, and it may be uploaded', async () => {
+      const cache = new ModelCache({ maxBytes: 1000, clock: () => 0 });
+      const missing = async (): Promise<LoadedModel> => {
+        throw new ModelNotFoundError("model 'a' has no version '1'");
+      };
+      await expect(cache.acquire(key('a'), 10, missing)).rejects.toThrow(ModelNotFoundError);
+      (await cache.acquire(key('a'), 10, loaderOf([]))).release();
+    });
+
+    it('forgets the failures once a load succeeds', async () => {
+      let now = 0;
+      const cache = new ModelCache({ maxBytes: 1, clock: () => now });
+      const calls = { n: 0 };
+      await expect(cache.acquire(key('a'), 10, failing(calls))).rejects.toThrow(IntegrityError);
+      now = 1000;
+      (await cache.acquire(key('a'), 10, loaderOf([]))).release();
+      (await cache.acquire(key('b'), 10, loaderOf([]))).release(); // evicts 'a' (budget 1 byte)
+      expect(cache.isLoaded(key('a'))).toBe(false);
+      await expect(cache.acquire(key('a'), 10, failing(calls))).rejects.toThrow(IntegrityError);
+      const error = (await cache.acquire(key('a'), 10, failing(calls)).catch((e: unknown) => e)) as {
+        headers: Record<string, string>;
+      };
+      expect(error.headers['retry-after']).toBe('1');
     });
 
     it('reports hits and misses', async () => {

@@ -1,7 +1,7 @@
 import { ModelConfigError, ModelLoadError, ModelNotFoundError } from '../../shared/core/errors';
 import { parseModelConfig, resolveVersion } from '../../shared/core/model-config';
 import { ModelRegistry } from '../../shared/core/model-registry';
-import { FakeStore, sha256 } from '../support/fakes';
+import { FakeStore, RecordingTelemetry, sha256 } from '../support/fakes';
 
 function setup(ttlMs = 30_000) {
   const store = new FakeStore();
@@ -170,6 +170,47 @@ describe('ModelRegistry', () => {
       advance(2000);
       store.failNext = new Error('bucket unreachable');
       expect((await registry.resolve('m')).version).toBe('1');
+    });
+
+    it('keeps the last good config when a re-read does not parse, and reports it', async () => {
+      const store = new FakeStore();
+      const telemetry = new RecordingTelemetry();
+      let now = 0;
+      const registry = new ModelRegistry({ store, configTtlMs: 1000, clock: () => now, telemetry });
+      store.addVersion('m', '1', Buffer.from('a'));
+      await registry.resolve('m');
+      store.configs.set('m', '{"versions": {"2": {"sha256": "truncated');
+      now += 2000;
+
+      expect((await registry.resolve('m')).version).toBe('1');
+      expect(telemetry.ofType('config-rejected')).toEqual([
+        { type: 'config-rejected', model: 'm', error: expect.any(ModelConfigError) },
+      ]);
+      expect(store.count('config:m')).toBe(2);
+      await registry.resolve('m'); // within the TTL again: no read
+      expect(store.count('config:m')).toBe(2);
+    });
+
+    it('reads a distrusted config again at once and unconditionally, so other content under the real ETag does not stick', async () => {
+      const { store, registry, advance } = setup(1000);
+      store.addVersion('m', '1', Buffer.from('real'));
+      const real = (await store.readConfig('m')) as { text: string; etag: string };
+      const poisoned = JSON.stringify({
+        versions: { '1': { sha256: sha256(Buffer.from('other')), size: 5 } },
+      });
+      const read = jest.spyOn(store, 'readConfig').mockResolvedValueOnce({ text: poisoned, etag: real.etag });
+      expect((await registry.resolve('m')).sha256).toBe(sha256(Buffer.from('other')));
+      advance(2000);
+      // A conditional re-read is answered 304 (the object never changed): the poisoned config stays.
+      expect((await registry.resolve('m')).sha256).toBe(sha256(Buffer.from('other')));
+      expect(read.mock.calls.at(-1)).toEqual(['m', real.etag]);
+
+      registry.distrust('m');
+
+      expect((await registry.resolve('m')).sha256).toBe(sha256(Buffer.from('real')));
+      expect(read.mock.calls.at(-1)).toEqual(['m', undefined]);
+      await registry.resolve('m'); // trusted again, within the TTL: no read
+      expect(read).toHaveBeenCalledTimes(3);
     });
 
     it('turns a store failure without a cached config into a 503 naming the model', async () => {
