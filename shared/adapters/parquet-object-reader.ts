@@ -3,7 +3,8 @@
  * the file's tail), then one row group at a time, only the planned columns. Memory is bounded by a row
  * group's column chunks and their decoded values, never by the file's size. The decoder is `hyparquet`
  * (pure JavaScript, MIT) with `hyparquet-compressors` for zstd, gzip, brotli and lz4; BENCHMARKS.md says
- * why it was chosen.
+ * why it was chosen. Flat columns (the common table) skip hyparquet's list assembly
+ * ({@link decodeFlatColumn}): numbers without nulls stay in the typed array the page decoded into.
  */
 import {
   type AsyncBuffer,
@@ -11,11 +12,13 @@ import {
   parquetMetadataAsync,
   parquetRead,
   parquetSchema,
+  type SchemaTree,
 } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
 import { UnsupportedInputError } from '../core/batch/errors';
 import type { ColumnChunk, FileColumn } from '../core/batch/parquet-mapping';
 import type { BatchObjectStore, ObjectRef } from '../core/batch/ports';
+import { decodeFlatColumn } from './parquet-flat-column';
 
 /** A row group: its rows and the bytes its column chunks span. */
 export interface RowGroupInfo {
@@ -59,11 +62,20 @@ export class ParquetObjectReader {
   readonly info: ParquetFileInfo;
   readonly #file: CountingBuffer;
   readonly #metadata: FileMetaData;
+  readonly #root: SchemaTree;
+  /** Top-level columns that are neither lists nor structs, by name. */
+  readonly #flat = new Map<string, SchemaTree>();
 
   private constructor(file: CountingBuffer, metadata: FileMetaData) {
     this.#file = file;
     this.#metadata = metadata;
     this.info = describeFile(metadata);
+    this.#root = parquetSchema(metadata);
+    for (const child of this.#root.children) {
+      if (child.children.length === 0 && child.element.repetition_type !== 'REPEATED') {
+        this.#flat.set(child.element.name, child);
+      }
+    }
   }
 
   /**
@@ -118,29 +130,20 @@ export class ParquetObjectReader {
   async readRowGroup(index: number, columns: readonly string[]): Promise<ColumnChunk> {
     const group = this.info.rowGroups[index];
     if (group === undefined) throw new RangeError(`row group ${index} of ${this.info.rowGroups.length}`);
-    const pieces = new Map<string, { rowStart: number; data: ArrayLike<unknown> }[]>();
-    for (const c of columns) pieces.set(c, []);
+    const values = new Map<string, ArrayLike<unknown>>();
+    const flat = columns.filter((c) => this.#flat.has(c));
+    const nested = columns.filter((c) => !this.#flat.has(c));
     try {
-      await parquetRead({
-        file: this.#file,
-        metadata: this.#metadata,
-        columns: [...columns],
-        rowStart: group.firstRow,
-        rowEnd: group.firstRow + group.rows,
-        compressors,
-        onChunk: ({ columnName, columnData, rowStart }) => {
-          pieces.get(columnName)?.push({ rowStart, data: columnData });
-        },
-      });
+      if (flat.length > 0) await this.#readFlat(index, flat, values);
+      if (nested.length > 0) await this.#readNested(group, nested, values);
     } catch (error) {
       // The store's errors (a replaced object, throttling) are not the file's fault: they pass as they are.
       if (this.#file.failure !== undefined) throw this.#file.failure;
+      if (error instanceof UnsupportedInputError) throw error;
       throw new UnsupportedInputError(`row group ${index} cannot be decoded: ${messageOf(error)}`, {
         cause: error,
       });
     }
-    const values = new Map<string, ArrayLike<unknown>>();
-    for (const [name, list] of pieces) values.set(name, joinPieces(name, list, group));
     return {
       firstRow: group.firstRow,
       rows: group.rows,
@@ -150,6 +153,58 @@ export class ParquetObjectReader {
         return found;
       },
     };
+  }
+
+  /** Flat columns: their chunks in one ranged read, decoded without list assembly. */
+  async #readFlat(
+    index: number,
+    columns: readonly string[],
+    into: Map<string, ArrayLike<unknown>>,
+  ): Promise<void> {
+    const group = this.#metadata.row_groups[index];
+    const rows = Number(group?.num_rows ?? 0);
+    const chunks = columns.map((name) => {
+      const chunk = group?.columns.find(
+        (c) => c.meta_data?.path_in_schema.length === 1 && c.meta_data.path_in_schema[0] === name,
+      );
+      const meta = chunk?.meta_data;
+      if (meta === undefined)
+        throw new UnsupportedInputError(`row group ${index} has no chunk of column '${name}'`);
+      const start = Number(meta.dictionary_page_offset ?? meta.data_page_offset);
+      return { name, meta, start, end: start + Number(meta.total_compressed_size) };
+    });
+    const low = Math.min(...chunks.map((c) => c.start));
+    const high = Math.max(...chunks.map((c) => c.end));
+    const bytes = new Uint8Array(await this.#file.slice(low, high));
+    for (const { name, meta, start, end } of chunks) {
+      const node = this.#flat.get(name) as SchemaTree;
+      into.set(
+        name,
+        decodeFlatColumn(bytes.subarray(start - low, end - low), meta, [this.#root, node], compressors, rows),
+      );
+    }
+  }
+
+  /** List columns, through hyparquet's reader (which assembles them). */
+  async #readNested(
+    group: RowGroupInfo,
+    columns: readonly string[],
+    into: Map<string, ArrayLike<unknown>>,
+  ): Promise<void> {
+    const pieces = new Map<string, { rowStart: number; data: ArrayLike<unknown> }[]>();
+    for (const c of columns) pieces.set(c, []);
+    await parquetRead({
+      file: this.#file,
+      metadata: this.#metadata,
+      columns: [...columns],
+      rowStart: group.firstRow,
+      rowEnd: group.firstRow + group.rows,
+      compressors,
+      onChunk: ({ columnName, columnData, rowStart }) => {
+        pieces.get(columnName)?.push({ rowStart, data: columnData });
+      },
+    });
+    for (const [name, list] of pieces) into.set(name, joinPieces(name, list, group));
   }
 }
 

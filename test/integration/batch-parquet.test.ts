@@ -297,6 +297,33 @@ describe('Parquet batch scoring with DuckDB files', () => {
     );
   });
 
+  it('hands flat columns over as the typed arrays pages decode into, nulls as null, in one read per row group', async () => {
+    const { key, size } = await duckParquet(
+      'flat.parquet',
+      `SELECT i AS id, (i * 0.37)::FLOAT AS f, (i * 0.5)::DOUBLE AS d, CASE WHEN i % 3 = 0 THEN NULL ELSE i * 2 END AS n
+       FROM range(4000) t(i) ORDER BY i`,
+      'COMPRESSION zstd, ROW_GROUP_SIZE 2048',
+    );
+    const reader = await ParquetObjectReader.open(io, { bucket: BUCKET, key }, { size });
+    s3.requests.clear();
+    const last = reader.info.rowGroups.length - 1;
+    const chunk = await reader.readRowGroup(last, ['id', 'f', 'd', 'n']);
+    expect(s3.requests.count('GetObject', key)).toBe(1);
+    const first = reader.info.rowGroups[last]?.firstRow as number;
+    // No boxing of every value: the decoded pages' own typed arrays.
+    expect(chunk.column('f')).toBeInstanceOf(Float32Array);
+    expect(chunk.column('d')).toBeInstanceOf(Float64Array);
+    expect(chunk.column('id')).toBeInstanceOf(BigInt64Array);
+    expect(chunk.column('id')[0]).toBe(BigInt(first));
+    expect(chunk.column('f')[5]).toBe(Math.fround((first + 5) * 0.37));
+    const n = Array.from(chunk.column('n'));
+    expect(n).toHaveLength(chunk.rows);
+    n.forEach((v, k) => {
+      const i = first + k;
+      expect(v).toEqual(i % 3 === 0 ? null : BigInt(i * 2));
+    });
+  });
+
   it('refuses an object that is not Parquet, as unsupported input', async () => {
     await s3.putObject(BUCKET, 'fake.parquet', '{"x": [1, 2, 3]}\n');
     await expect(
