@@ -434,6 +434,11 @@ export class BatchJobRunner {
    */
   async #startJob(prepared: Prepared): Promise<JobSpec> {
     const { object, input, info, etag, names, outputBucket } = prepared;
+    if (input.format === 'parquet') {
+      throw new UnsupportedInputError(
+        `'${object.key}' is Parquet, which batch jobs do not score yet: upload JSON Lines or CSV (docs/batch.md, Parquet)`,
+      );
+    }
     // A size pinned from one lying answer would be "read whole" at any length: GET must say it too.
     await this.#store.verify(object, {
       size: info.size,

@@ -390,6 +390,17 @@ describe('BatchJobRunner', () => {
       expect(s.objects.keys(`${BUCKET}/out/`)).toEqual([`${BUCKET}/out/doubler/t.manifest.json`]);
     });
 
+    it('fails a Parquet input with a manifest that says so, instead of reading it as lines', async () => {
+      const s = setup();
+      s.objects.set(BUCKET, 'in/doubler/t.parquet', 'PAR1\n{"x": [1, 2]}\nPAR1');
+      const outcome = await s.runner.runObject({ bucket: BUCKET, key: 'in/doubler/t.parquet' }, ENOUGH);
+      expect(outcome).toMatchObject({
+        status: 'failed',
+        error: { code: 'unsupported_input', message: expect.stringContaining('Parquet') },
+      });
+      expect(s.objects.keys(`${BUCKET}/out/`)).toEqual([`${BUCKET}/out/doubler/t.manifest.json`]);
+    });
+
     it('scores CSV rows, naming the header line 1 and failing rows that do not fit', async () => {
       const s = setup();
       s.objects.set(BUCKET, 'in/doubler/t.csv', 'id,a,b\nr1,1,2\nr2,1,2,3\n\nr4,3,4');

@@ -24,6 +24,13 @@ describe('parseInputKey', () => {
     });
   });
 
+  it('tells Parquet by its extension', () => {
+    expect(parseInputKey('batch/in/linear/day.parquet', 'batch/in')).toMatchObject({
+      ok: true,
+      input: { format: 'parquet', name: 'day' },
+    });
+  });
+
   it('reads unknown extensions as JSON Lines and keeps them in the name', () => {
     expect(parseInputKey('in/m/records.txt', 'in')).toMatchObject({
       ok: true,
