@@ -1,8 +1,8 @@
 /**
  * `npm run bench [-- part...] [--quick] [--runs N] [--out dir]`: runs the benchmarks of issue #7 (cold start,
- * request overhead, batch throughput, dynamic batching, size), prints a table per part and writes
+ * request overhead, batch throughput, parquet, dynamic batching, overload, size), prints a table per part and writes
  * `<out>/<part>.json` and `<out>/<part>.md` (default `bench/results/`), then every target met or missed, also
- * in `<out>/summary.md`. Parts: cold, overhead, batch, parquet, dynamic, size; all when none is named. `--quick` is
+ * in `<out>/summary.md`. Parts: cold, overhead, batch, parquet, dynamic, overload, size; all when none is named. `--quick` is
  * the tiny configuration the test suite runs.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -13,6 +13,7 @@ import { renderMarkdown, renderTable, type Table } from './lib/table';
 import { runBatchThroughput } from './parts/batch-throughput';
 import { runColdStart } from './parts/cold-start';
 import { runDynamicBatching } from './parts/dynamic-batching';
+import { runOverload } from './parts/overload';
 import { runParquetPipeline } from './parts/parquet-pipeline';
 import { runRequestOverhead } from './parts/request-overhead';
 import { runSize } from './parts/size';
@@ -23,8 +24,12 @@ const PARTS: Readonly<Record<PartName, (options: PartOptions) => Promise<PartRes
   batch: runBatchThroughput,
   parquet: runParquetPipeline,
   dynamic: runDynamicBatching,
+  overload: runOverload,
   size: runSize,
 };
+
+/** Runs per part unless `--runs` says otherwise; each overload run loads five cases for about 10 s each. */
+const DEFAULT_RUNS: Readonly<Partial<Record<PartName, number>>> = { overload: 3 };
 
 export interface BenchArgs {
   readonly parts: readonly PartName[];
@@ -94,7 +99,7 @@ async function main(): Promise<void> {
   const root = resolve(__dirname, '..', '..');
   const out = resolve(args.out ?? join(root, 'bench', 'results'));
   await mkdir(out, { recursive: true });
-  const runs = args.runs ?? (args.quick ? 1 : 5);
+  const runsOf = (part: PartName) => args.runs ?? (args.quick ? 1 : (DEFAULT_RUNS[part] ?? 5));
   const command = `node dist/bench/run.js ${process.argv.slice(2).join(' ')}`.trim();
   let failed = false;
   const done: { part: PartName; result: PartResult | undefined; load: readonly number[] }[] = [];
@@ -107,7 +112,7 @@ async function main(): Promise<void> {
     let result: PartResult | undefined;
     let error: string | undefined;
     try {
-      result = await PARTS[part]({ quick: args.quick, runs, root, workDir, log });
+      result = await PARTS[part]({ quick: args.quick, runs: runsOf(part), root, workDir, log });
     } catch (e) {
       error = e instanceof Error ? (e.stack ?? e.message) : String(e);
       failed = true;
@@ -119,7 +124,7 @@ async function main(): Promise<void> {
       part,
       command,
       quick: args.quick,
-      runs,
+      runs: runsOf(part),
       startedAt: startedAt.toISOString(),
       finishedAt: finishedAt.toISOString(),
       durationMs: finishedAt.getTime() - startedAt.getTime(),

@@ -32,7 +32,10 @@ export interface BenchModel {
   readonly input: { readonly name: string; readonly shape: readonly number[] };
 }
 
-/** What to build: an MLP of about `weightMB` of float32 weights, the linear model, or the real classifier. */
+/**
+ * What to build: an MLP of about `weightMB` of float32 weights, the linear model, the real classifier, or a
+ * model file made elsewhere.
+ */
 export type ModelSpec =
   | { readonly kind: 'mlp'; readonly weightMB: number }
   | {
@@ -42,7 +45,15 @@ export type ModelSpec =
       readonly outputSize: number;
     }
   | { readonly kind: 'linear' }
-  | { readonly kind: 'text-direction'; readonly height: number; readonly width: number };
+  | { readonly kind: 'text-direction'; readonly height: number; readonly width: number }
+  | {
+      /** A model file made elsewhere (e.g. exported from PyTorch), taken as it is. */
+      readonly kind: 'file';
+      readonly name: string;
+      readonly description: string;
+      readonly file: string;
+      readonly input: BenchModel['input'];
+    };
 
 /**
  * Writes `spec`'s model and its ORT-format copy into `dir` and describes them. The bytes are not kept in
@@ -72,6 +83,9 @@ export async function prepareModel(dir: string, spec: ModelSpec): Promise<BenchM
     description = 'Linear(10, 2), one Gemm';
     onnxBytes = buildLinearModel();
     input = { name: 'x', shape: [1, 10] };
+  } else if (spec.kind === 'file') {
+    ({ name, description, input } = spec);
+    onnxBytes = new Uint8Array(await readFile(spec.file));
   } else {
     name = `text-direction-${spec.height}x${spec.width}`;
     description = `PaddleOCR text-direction classifier (real, 0.58 MB), x[1,3,${spec.height},${spec.width}]`;

@@ -1,7 +1,7 @@
 /** The contract between bench/run.ts and each part: options in, tables and JSON-ready figures out. */
 import type { Table } from './table';
 
-export const PART_NAMES = ['cold', 'overhead', 'batch', 'parquet', 'dynamic', 'size'] as const;
+export const PART_NAMES = ['cold', 'overhead', 'batch', 'parquet', 'dynamic', 'overload', 'size'] as const;
 export type PartName = (typeof PART_NAMES)[number];
 
 export interface PartOptions {

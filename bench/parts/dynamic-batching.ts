@@ -6,13 +6,12 @@
  * between them. The batch run time comes from the server's own
  * Prometheus metrics (/metrics), read before and after each run.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { benchInput, elements } from '../lib/input';
 import { type BenchModel, type ModelSpec, prepareModel } from '../lib/models';
 import { type PartOptions, type PartResult, type Target, target, verdict } from '../lib/part';
+import { publishToFolder, startServerProcess } from '../lib/server-process';
 import { type Summary, summarize } from '../lib/stats';
 import { formatSummary, type Table } from '../lib/table';
 
@@ -82,15 +81,19 @@ export async function runDynamicBatching(options: PartOptions): Promise<PartResu
   const models: BenchModel[] = [];
   for (const spec of MODELS) {
     const model = await prepareModel(workDir, spec);
-    await publishToFolder(repository, model);
+    await publishToFolder(repository, model, {
+      maxBatchSize: DYNAMIC_BATCHING.maxBatchSize,
+      dynamicBatching: DYNAMIC_BATCHING,
+    });
     models.push(model);
   }
   const durationS = quick ? 1 : 5;
-  const servers = {
-    on: await startServer(serverBundle, repository, models, 'on'),
-    off: await startServer(serverBundle, repository, models, 'off'),
-    worker: await startServer(serverBundle, repository, models, 'worker'),
-  };
+  const start = (mode: Mode) =>
+    startServerProcess(serverBundle, repository, models, mode, {
+      ONNX_SERVE_DYNAMIC_BATCHING: mode === 'off' ? 'off' : 'on',
+      ONNX_SERVE_ENGINE_THREAD: mode === 'worker' ? 'worker' : 'main',
+    });
+  const servers = { on: await start('on'), off: await start('off'), worker: await start('worker') };
   try {
     const results: ModelFigures[] = [];
     for (const model of models) {
@@ -269,80 +272,6 @@ function report(results: readonly ModelFigures[], durationS: number): PartResult
     tables: [table],
     targets: results.flatMap((m) => m.targets),
     data: { connections: CONNECTIONS, durationS, dynamicBatching: DYNAMIC_BATCHING, models: results },
-  };
-}
-
-async function publishToFolder(repository: string, model: BenchModel): Promise<void> {
-  const dir = join(repository, model.name, '1');
-  await mkdir(dir, { recursive: true });
-  await copyFile(model.onnx.file, join(dir, 'model.onnx'));
-  await copyFile(model.ort.file, join(dir, 'model.ort'));
-  const config = {
-    name: model.name,
-    maxBatchSize: DYNAMIC_BATCHING.maxBatchSize,
-    versions: {
-      '1': {
-        sha256: model.onnx.sha256,
-        size: model.onnx.size,
-        ort: { sha256: model.ort.sha256, size: model.ort.size },
-      },
-    },
-    dynamicBatching: DYNAMIC_BATCHING,
-  };
-  await writeFile(join(repository, model.name, 'config.json'), JSON.stringify(config, null, 2));
-}
-
-interface RunningServer {
-  readonly url: string;
-  stop(): Promise<void>;
-}
-
-/** Starts the bundled server on a free port with the models preloaded; resolves once it is ready. */
-async function startServer(
-  bundle: string,
-  repository: string,
-  models: readonly BenchModel[],
-  mode: Mode,
-): Promise<RunningServer> {
-  const child: ChildProcess = spawn(process.execPath, [bundle], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      ONNX_SERVE_MODEL_REPOSITORY: repository,
-      ONNX_SERVE_PORT: '0',
-      ONNX_SERVE_PRELOAD: models.map((m) => m.name).join(','),
-      ONNX_SERVE_DYNAMIC_BATCHING: mode === 'off' ? 'off' : 'on',
-      ONNX_SERVE_ENGINE_THREAD: mode === 'worker' ? 'worker' : 'main',
-      ONNX_SERVE_DISK_CACHE_MB: '0',
-      ONNX_SERVE_LOG_LEVEL: 'INFO',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the ${mode} server did not start:\n${output}`)), 30_000);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the ${mode} server exited with ${code}:\n${output}`));
-    });
-    child.stderr?.on('data', (chunk: Buffer) => {
-      output = (output + chunk.toString()).slice(-4000);
-    });
-    child.stdout?.on('data', (chunk: Buffer) => {
-      output = (output + chunk.toString()).slice(-4000);
-      const listening = /"message":"listening".*?"url":"([^"]+)"/.exec(output);
-      if (listening?.[1] !== undefined && /"message":"ready"/.test(output)) {
-        clearTimeout(timer);
-        resolve(listening[1]);
-      }
-    });
-  });
-  return {
-    url,
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
-    },
   };
 }
 

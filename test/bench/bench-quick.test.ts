@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 const ROOT = resolve(__dirname, '..', '..');
-const PARTS = ['cold', 'overhead', 'batch', 'parquet', 'dynamic', 'size'] as const;
+const PARTS = ['cold', 'overhead', 'batch', 'parquet', 'dynamic', 'overload', 'size'] as const;
 
 type Json = Record<string, unknown>;
 
@@ -70,6 +70,7 @@ describe('npm run bench -- --quick', () => {
     expect(stdout).toContain('Batch throughput');
     expect(stdout).toContain('Parquet pipeline');
     expect(stdout).toContain('Dynamic batching');
+    expect(stdout).toContain('Overload');
     expect(stdout).toContain('Size');
     expect(stdout).toContain(`results in ${out}`);
   });
@@ -182,6 +183,23 @@ describe('npm run bench -- --quick', () => {
       expect(((m.worker as Json).requestsPerSecond as Json).median as number).toBeGreaterThan(0);
       expect((m.on as Json).rowsPerBatch).toBeDefined();
     }
+  });
+
+  it('loads the server past its capacity on both engines, JSON and binary, and with a small queue bound', () => {
+    const data = results.get('overload')?.data as { rows: Json[]; sizing: Json };
+    expect(data.rows.map((row) => row.id)).toEqual([
+      'main-json',
+      'main-binary',
+      'worker-json',
+      'worker-binary',
+      'bounded-binary',
+    ]);
+    for (const row of data.rows) {
+      expect(row.errors).toBe(0);
+      expect(((row.okPerSecond as Json).median as number) > 0).toBe(true);
+      expect(((row.p50Ms as Json).median as number) > 0).toBe(true);
+    }
+    expect(data.sizing.boundedQueue as number).toBeLessThan(data.sizing.connections as number);
   });
 
   it('sizes the infer function and the layer', () => {
