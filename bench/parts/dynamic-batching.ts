@@ -163,7 +163,7 @@ export interface ModelFigures {
   readonly worker: DynamicBatchingRow;
   /** Per run, requests/s with batching on over off. */
   readonly speedup: Summary;
-  /** Per run, requests/s with batching on and the worker engine over off (not a target: opt-in). */
+  /** Per run, requests/s with batching on and the worker engine over off (not a target). */
   readonly workerSpeedup: Summary;
   /** The configured queue delay plus two batch runs (the median mean batch run time). */
   readonly p99BoundMs: number;

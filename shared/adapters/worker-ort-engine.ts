@@ -2,8 +2,8 @@
  * An {@link InferenceEngine} that runs each onnxruntime session in its own worker thread. onnxruntime-node
  * runs `session.run` synchronously on the calling thread (its backend only defers the call with
  * `setImmediate`), so with {@link OrtEngine} the server cannot read, parse or validate requests while a
- * batch runs; here the run blocks the worker and the event loop stays free. Opt-in for the HTTP server
- * (`ONNX_SERVE_ENGINE_THREAD=worker`): Lambda serves one request at a time, where a worker only adds copies.
+ * batch runs; here the run blocks the worker and the event loop stays free. The HTTP server's default
+ * (`ONNX_SERVE_ENGINE_THREAD=worker`); Lambda serves one request at a time, where a worker only adds copies.
  */
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';

@@ -56,7 +56,10 @@ export interface ServingConfig {
   };
   /** HTTP server: batch models whose config.json has `dynamicBatching` (`DYNAMIC_BATCHING=on|off`). */
   readonly dynamicBatching: boolean;
-  /** HTTP server: run sessions on the event loop or in worker threads (`ENGINE_THREAD=main|worker`). */
+  /**
+   * HTTP server: run sessions in worker threads (the default) or on the event loop
+   * (`ENGINE_THREAD=worker|main`). Lambda always runs them on the event loop, whatever this says.
+   */
   readonly engineThread: EngineThread;
   readonly preload: readonly string[];
   readonly logLevel: string;
@@ -103,7 +106,8 @@ export function parseConfig(env: Env, facts: InstanceFacts): ServingConfig {
   const logLevel = read.string('LOG_LEVEL', 'INFO').toUpperCase();
   if (!LOG_LEVELS.includes(logLevel))
     problems.push(`${ENV_PREFIX}LOG_LEVEL: must be one of ${LOG_LEVELS.join(', ')}`);
-  const engineThread = read.string('ENGINE_THREAD', 'main').toLowerCase();
+  // Measured in BENCHMARKS.md ("Overload"): with sessions in a worker, decoding requests overlaps the runs.
+  const engineThread = read.string('ENGINE_THREAD', 'worker').toLowerCase();
   if (!(ENGINE_THREADS as readonly string[]).includes(engineThread))
     problems.push(`${ENV_PREFIX}ENGINE_THREAD: must be one of ${ENGINE_THREADS.join(', ')}`);
   const portFallback = read.int('PORT', 8080, 0, 65535, false);
@@ -146,7 +150,7 @@ export function parseConfig(env: Env, facts: InstanceFacts): ServingConfig {
       maxInflightBytes: maxInflightMb * MB,
     },
     dynamicBatching: read.onOff('DYNAMIC_BATCHING', true),
-    engineThread: engineThread === 'worker' ? 'worker' : 'main',
+    engineThread: engineThread === 'main' ? 'main' : 'worker',
     preload,
     logLevel,
     batch: parseBatchConfig(read, ENV_PREFIX),

@@ -326,6 +326,8 @@ describe('model loading under faults', () => {
           ONNX_SERVE_DISK_CACHE_MB: '0',
           ONNX_SERVE_PORT: '0',
           ONNX_SERVE_LOG_LEVEL: 'SILENT',
+          // In-process from TypeScript: no bundled ort-worker.js beside it for the default worker engine.
+          ONNX_SERVE_ENGINE_THREAD: 'main',
         },
         { memoryBytes: 2 ** 30, availableParallelism: 1, tmpDir: work },
       );

@@ -1,12 +1,12 @@
 /**
- * The bundled server as a process, as a container runs it: it becomes ready after preloading, and on
- * SIGTERM it drains the request in flight, then exits 0.
+ * The bundled server as a process, as a container runs it (sessions in a worker thread, the default): it
+ * becomes ready after preloading, and on SIGTERM it drains the request in flight, then exits 0.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { build } from 'esbuild';
+import { type BuildOptions, build } from 'esbuild';
 import { buildLinearModel } from '../../tools/onnx/model-builder';
 import { get, linearRequest, metric, post, waitFor, writeRepository } from '../support/server-harness';
 
@@ -17,16 +17,21 @@ let bundle: string;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'server-process-'));
   bundle = join(dir, 'server.js');
-  // The same options as tools/build.mjs: CommonJS, onnxruntime-node external.
-  await build({
-    entryPoints: [join(ROOT, 'functions/server/main.ts')],
-    outfile: bundle,
+  // The same options as tools/build.mjs: CommonJS, onnxruntime-node external, and the sessions' worker
+  // (the default engine of the server) bundled beside the server.
+  const options: BuildOptions = {
     bundle: true,
     platform: 'node',
     format: 'cjs',
     target: 'node20',
     external: ['onnxruntime-node'],
     logLevel: 'silent',
+  };
+  await build({ ...options, entryPoints: [join(ROOT, 'functions/server/main.ts')], outfile: bundle });
+  await build({
+    ...options,
+    entryPoints: [join(ROOT, 'shared/adapters/ort-worker.ts')],
+    outfile: join(dir, 'ort-worker.js'),
   });
   const batching = { maxBatchSize: 8, maxQueueDelayMs: 400, maxQueueSize: 16 };
   await writeRepository(join(dir, 'models'), [
@@ -90,6 +95,7 @@ describe('server process', () => {
       expect(reply.status).toBe(200);
       expect(reply.json.outputs[0].shape).toEqual([1, 2]);
       expect(await exited).toBe(0);
+      expect(logs.find((l) => l.message === 'listening')).toMatchObject({ engineThread: 'worker' });
       expect(logs.find((l) => l.message === 'shutting down')).toMatchObject({
         signal: 'SIGTERM',
         inFlight: 1,

@@ -47,7 +47,12 @@ export async function writeRepository(dir: string, models: readonly RepositoryMo
   }
 }
 
-/** The serving config of a server on a free loopback port over the repository in `dir`, logs off. */
+/**
+ * The serving config of a server on a free loopback port over the repository in `dir`, logs off. Sessions
+ * run on the event loop: a worker thread needs the bundled `ort-worker.js`, which an in-process server
+ * started from TypeScript does not have beside it (test/integration/server-process.test.ts runs the
+ * bundled server with the default worker engine).
+ */
 export function serverConfig(dir: string, env: Readonly<Record<string, string>> = {}): ServingConfig {
   return parseConfig(
     {
@@ -55,6 +60,7 @@ export function serverConfig(dir: string, env: Readonly<Record<string, string>> 
       ONNX_SERVE_PORT: '0',
       ONNX_SERVE_DISK_CACHE_MB: '0',
       ONNX_SERVE_INTRA_OP_THREADS: '1',
+      ONNX_SERVE_ENGINE_THREAD: 'main',
       ONNX_SERVE_LOG_LEVEL: 'SILENT',
       ...env,
     },

@@ -61,9 +61,10 @@ describe('parseConfig', () => {
     expect(parseConfig({ PORT: '9000', ONNX_SERVE_PORT: '7000' }, FACTS).server.port).toBe(7000);
   });
 
-  it("runs sessions on the event loop unless ENGINE_THREAD is 'worker', and refuses other values", () => {
-    expect(parseConfig({}, FACTS).engineThread).toBe('main');
+  it("runs the server's sessions in worker threads unless ENGINE_THREAD is 'main', and refuses other values", () => {
+    expect(parseConfig({}, FACTS).engineThread).toBe('worker');
     expect(parseConfig({ ONNX_SERVE_ENGINE_THREAD: 'Worker' }, FACTS).engineThread).toBe('worker');
+    expect(parseConfig({ ONNX_SERVE_ENGINE_THREAD: 'MAIN' }, FACTS).engineThread).toBe('main');
     expect(() => parseConfig({ ONNX_SERVE_ENGINE_THREAD: 'gpu' }, FACTS)).toThrow(
       /ONNX_SERVE_ENGINE_THREAD: must be one of main, worker/,
     );
