@@ -222,6 +222,9 @@ function pick(source, keys) {
   return out;
 }
 
+/** As shared/core/model-config.ts VARIANT_NAME: what ONNX_SERVE_VARIANT accepts. */
+const VARIANT_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
+
 const SIZING_KEYS = [
   'memorySize',
   'timeout',
@@ -392,13 +395,23 @@ function buildStack(settings, options = {}) {
     modelNames.add(model);
     const size = sizing(defaults, entry, stage);
     checkSizing(`models.${model}`, size, HTTP_TIMEOUT_MAX);
+    const variant = entry.stages?.[stage]?.variant ?? entry.variant ?? undefined;
+    if (variant !== undefined && (typeof variant !== 'string' || !VARIANT_NAME.test(variant))) {
+      fail(
+        `models.${model}.variant: '${variant}' is not a variant name (lowercase letters, digits, '-', '_')`,
+      );
+    }
     const fnKey = `infer-${model.replace(/[^A-Za-z0-9-_]/g, '-')}`;
     const routes = MODEL_ROUTES.map(([method, path]) => [method, `${MODEL_ROUTE_BASE(model)}${path}`]);
     addFunction(
       fnKey,
       (functionName, roleId) => ({
         description: `ONNX inference, model ${model}`,
-        ...functionBody(size, functionName, roleId, { ONNX_SERVE_MODEL: model }),
+        ...functionBody(size, functionName, roleId, {
+          ONNX_SERVE_MODEL: model,
+          // The precision variant this function serves (docs/models.md "Smaller models").
+          ...(variant === undefined ? {} : { ONNX_SERVE_VARIANT: variant }),
+        }),
         events: httpEvents(routes, authorizer),
       }),
       () => readPrefixStatements(bucket, `${modelPrefix}/${model}`),

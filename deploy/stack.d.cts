@@ -16,7 +16,12 @@ export type SizingWithStages = Sizing & { readonly stages?: Readonly<Record<stri
 
 export interface ModelsFile {
   readonly defaults?: Sizing;
-  readonly models?: readonly (SizingWithStages & { readonly name: string })[];
+  readonly models?: readonly (Sizing & {
+    readonly name: string;
+    /** The precision variant the model's function serves (ONNX_SERVE_VARIANT), e.g. `int8`. */
+    readonly variant?: string;
+    readonly stages?: Readonly<Record<string, Sizing & { readonly variant?: string }>>;
+  })[];
   readonly defaultModel?: string;
   readonly multiModel?: SizingWithStages & { readonly enabled?: boolean | string };
   readonly batch?: SizingWithStages & { readonly enabled?: boolean | string; readonly suffix?: string };

@@ -115,6 +115,43 @@ export class OrtEngine implements InferenceEngine {
       cause: fallbacks.at(-1)?.error,
     });
   }
+
+  /**
+   * Whether `provider` can create a session here, found by creating one for a 69-byte Identity model,
+   * once per process per provider. `listSupportedBackends()` cannot tell: it lists `cuda` on a host
+   * without the CUDA libraries (`bundled: false`), and only registration says whether they load (1-2 ms
+   * when they do not).
+   */
+  providerUnavailable(provider: string): Promise<Error | undefined> {
+    return probeProvider(provider);
+  }
+}
+
+/** `x [1] float -> Identity -> y`, opset 17: the smallest model any provider can run. */
+const PROBE_MODEL = Buffer.from(
+  'CAg6OwoQCgF4EgF5IghJZGVudGl0eRIFcHJvYmVaDwoBeBIKCggIARIECgIIAWIPCgF5EgoKCAgBEgQKAggBQgQKABAR',
+  'base64',
+);
+
+const probes = new Map<string, Promise<Error | undefined>>();
+
+/** See {@link OrtEngine.providerUnavailable}; shared by every engine of the process. */
+export function probeProvider(provider: string): Promise<Error | undefined> {
+  let probe = probes.get(provider);
+  if (probe === undefined) {
+    probe = ort.InferenceSession.create(PROBE_MODEL, { executionProviders: [provider] }).then(
+      async (session) => {
+        await session.release();
+        return undefined;
+      },
+      (error: unknown) =>
+        new Error(
+          `execution provider '${provider}' is not available on this host: ${withoutNativeDetail(toError(error).message)}`,
+        ),
+    );
+    probes.set(provider, probe);
+  }
+  return probe;
 }
 
 /**

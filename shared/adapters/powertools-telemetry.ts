@@ -58,6 +58,17 @@ export class PowertoolsTelemetry implements Telemetry {
         });
         m?.addMetric('ProviderFallbacks', MetricUnit.Count, 1);
         return;
+      case 'variant-fallback':
+        // The deployment asked for a variant this version cannot serve with: float32 answers instead.
+        this.logger.warn('precision variant not served, the default file serves instead', {
+          model: event.model,
+          version: event.version,
+          variant: event.variant,
+          reason: event.reason,
+          ...(event.error === undefined ? {} : { error: event.error }),
+        });
+        m?.addMetric('VariantFallbacks', MetricUnit.Count, 1);
+        return;
       case 'model-evicted':
         this.logger.info('model evicted', { ...event });
         m?.addMetric('ModelEvictions', MetricUnit.Count, 1);

@@ -36,6 +36,7 @@ export class PrometheusTelemetry implements Telemetry {
   readonly #loadSeconds: Histogram;
   readonly #loadFailures: Counter;
   readonly #fallbacks: Counter;
+  readonly #variantFallbacks: Counter;
   readonly #warmupFailures: Counter;
   readonly #provider: Gauge;
   readonly #cache: Counter;
@@ -93,6 +94,11 @@ export class PrometheusTelemetry implements Telemetry {
       'onnx_serve_provider_fallbacks_total',
       'Execution providers that could not load a model (the next one was tried).',
       ['model', 'provider'],
+    );
+    this.#variantFallbacks = r.counter(
+      'onnx_serve_variant_fallbacks_total',
+      'Loads where the precision variant the deployment chose could not serve (the default file did).',
+      ['model', 'variant'],
     );
     this.#warmupFailures = r.counter(
       'onnx_serve_warmup_failures_total',
@@ -185,6 +191,9 @@ export class PrometheusTelemetry implements Telemetry {
         return;
       case 'rollout-held':
         this.#rolloutFailures.inc({ model: event.model });
+        return;
+      case 'variant-fallback':
+        this.#variantFallbacks.inc({ model: event.model, variant: event.variant });
         return;
       case 'disk-cache-write-failed':
       case 'input-rejected':

@@ -16,6 +16,7 @@ import type {
   ProviderFailure,
 } from '../core/ports';
 import type { ModelSignature, Tensor } from '../core/tensor';
+import { probeProvider } from './ort-engine';
 import { fromWireError, packTensors, type WorkerReply, type WorkerRequest } from './ort-worker-protocol';
 
 /** The worker's bundle beside the bundle that holds this module (`dist/server/ort-worker.js`). */
@@ -65,6 +66,11 @@ export class WorkerOrtEngine implements InferenceEngine {
     this.#defaultIntraOpThreads = options.defaultIntraOpThreads;
     this.#workerFile = options.workerFile ?? join(__dirname, ORT_WORKER_FILE);
     this.#createWorker = options.createWorker ?? ((file) => new Worker(file));
+  }
+
+  /** As {@link OrtEngine.providerUnavailable}, probed on this thread: the workers load the same library. */
+  providerUnavailable(provider: string): Promise<Error | undefined> {
+    return probeProvider(provider);
   }
 
   async load(

@@ -7,6 +7,7 @@ import { type BatchConfig, parseBatchConfig } from './batch/batch-config';
 import { deepFreeze } from './deep-freeze';
 import { DEFAULT_MAX_QUEUE_SIZE } from './dynamic-batcher';
 import { ConfigError } from './errors';
+import { VARIANT_NAME } from './model-config';
 import { isValidModelName } from './names';
 
 export const ENV_PREFIX = 'ONNX_SERVE_';
@@ -36,6 +37,11 @@ export interface ServingConfig {
   readonly repository: RepositoryConfig;
   /** A function pinned to one model answers only for it (and on `/predict`). */
   readonly pinnedModel: string | undefined;
+  /**
+   * The precision variant this deployment serves (`VARIANT=int8`), where a version has it and one of its
+   * providers loads; the version's default file otherwise, with a warning (model-loader.ts).
+   */
+  readonly variant: string | undefined;
   readonly cacheMemoryBytes: number;
   readonly diskCache: { readonly dir: string; readonly maxBytes: number };
   readonly configTtlMs: number;
@@ -95,6 +101,11 @@ export function parseConfig(env: Env, facts: InstanceFacts): ServingConfig {
   const pinned = read.string('MODEL', '');
   if (pinned !== '' && !isValidModelName(pinned))
     problems.push(`${ENV_PREFIX}MODEL: '${pinned}' is not a valid model name`);
+  const variant = read.string('VARIANT', '').toLowerCase();
+  if (variant !== '' && !VARIANT_NAME.test(variant))
+    problems.push(
+      `${ENV_PREFIX}VARIANT: '${variant}' is not a variant name (lowercase letters, digits, '-' or '_', e.g. int8)`,
+    );
   const preload = read
     .string('PRELOAD', '')
     .split(',')
@@ -129,6 +140,7 @@ export function parseConfig(env: Env, facts: InstanceFacts): ServingConfig {
   const config: ServingConfig = {
     repository,
     pinnedModel: pinned === '' ? undefined : pinned,
+    variant: variant === '' ? undefined : variant,
     cacheMemoryBytes: read.int('CACHE_MEMORY_MB', defaultCacheMb, 1, 1 << 24) * MB,
     diskCache: {
       dir: read.string('DISK_CACHE_DIR', `${facts.tmpDir}/onnx-serve-models`),

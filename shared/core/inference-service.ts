@@ -36,6 +36,13 @@ export interface ModelMetadata {
   readonly platform: 'onnx_onnxv1';
   readonly inputs: readonly { name: string; datatype: string; shape: readonly number[] }[];
   readonly outputs: readonly { name: string; datatype: string; shape: readonly number[] }[];
+  /**
+   * Which file of the version answers: a precision variant's name (`int8`, `fp16`, ...) or `default`
+   * (the version's own model.onnx or its ORT copy); see docs/models.md "Smaller models".
+   */
+  readonly variant: string;
+  /** The execution provider the session runs on, e.g. `cpu`. */
+  readonly provider: string;
 }
 
 export interface InferenceServiceOptions {
@@ -166,6 +173,8 @@ export class InferenceService {
       platform: 'onnx_onnxv1',
       inputs: model.signature.inputs.map(publicSpec),
       outputs: model.signature.outputs.map(publicSpec),
+      variant: model.variant ?? 'default',
+      provider: model.provider,
     }));
   }
 

@@ -234,7 +234,8 @@ function readVersions(raw: unknown, problems: string[]): Record<string, VersionI
   return versions;
 }
 
-const VARIANT_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
+/** What a precision variant may be called: also the value of `ONNX_SERVE_VARIANT`. */
+export const VARIANT_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 
 function readVariants(where: string, raw: unknown, problems: string[]): Record<string, VariantInfo> {
   const variants: Record<string, VariantInfo> = {};

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { IntegrityError, ModelLoadError, ServingError } from './errors';
+import type { VariantInfo } from './model-config';
 import type { ResolvedModel } from './model-registry';
 import type {
   ArtifactCache,
@@ -29,6 +30,11 @@ export interface ModelLoaderOptions {
   readonly clock?: Clock;
   /** Records the warm-up run's time: a model's first estimate (see {@link RunTimeEstimator}). */
   readonly runTimes?: RunTimeEstimator | undefined;
+  /**
+   * The precision variant this deployment serves (`ONNX_SERVE_VARIANT`, e.g. `int8`), tried first with
+   * the providers it runs on; a version without it, or where it cannot load, serves its default plan.
+   */
+  readonly variant?: string | undefined;
 }
 
 export class ModelLoader {
@@ -39,8 +45,10 @@ export class ModelLoader {
   readonly #clock: Clock;
   readonly #runTimes: RunTimeEstimator | undefined;
   readonly #pendingWrites = new Set<Promise<void>>();
+  readonly #variant: string | undefined;
 
   constructor(options: ModelLoaderOptions) {
+    this.#variant = options.variant;
     this.#store = options.store;
     this.#engine = options.engine;
     this.#diskCache = options.diskCache;
@@ -58,13 +66,25 @@ export class ModelLoader {
     const { config, version } = resolved;
     const name = config.name;
     try {
-      const attempts = loadPlan(resolved);
+      const plan = servingPlan(resolved, this.#variant, await this.#unavailable(resolved));
+      for (const skip of plan.skipped) this.#fallback(name, version, skip.provider, skip, skip.error);
+      if (plan.variantFallback !== undefined) this.#variantFallback(resolved, plan.variantFallback);
+      const { attempts } = plan;
+      if (attempts.length === 0) {
+        const reasons = plan.skipped.map((s) => `${s.provider}: ${s.error.message}`).join('; ');
+        throw new ModelLoadError(
+          `model '${name}' version ${version}: no execution provider of the model is available here (${reasons})`,
+        );
+      }
       for (const [i, attempt] of attempts.entries()) {
         try {
           return await this.#loadAttempt(resolved, attempt);
         } catch (error) {
           if (i === attempts.length - 1) throw error;
           for (const provider of attempt.providers) this.#fallback(name, version, provider, attempt, error);
+          if (attempt.chosen) {
+            this.#variantFallback(resolved, { reason: 'it could not be loaded', error: asError(error) });
+          }
         }
       }
       throw new ModelLoadError(`model '${name}' version ${version}: no execution provider configured`);
@@ -76,6 +96,36 @@ export class ModelLoader {
       this.#telemetry.emit({ type: 'model-load-failed', model: name, version, error: failure });
       throw failure;
     }
+  }
+
+  /**
+   * The providers of the model that cannot create a session on this host, with why, asked of the engine
+   * (once per process per provider there) so that a file only they would run is never downloaded. The CPU
+   * provider is always there.
+   */
+  async #unavailable(resolved: ResolvedModel): Promise<ReadonlyMap<string, Error>> {
+    const unavailable = new Map<string, Error>();
+    const probe = this.#engine.providerUnavailable?.bind(this.#engine);
+    if (probe === undefined) return unavailable;
+    for (const provider of resolved.config.session.executionProviders) {
+      if (provider === 'cpu') continue;
+      const reason = await probe(provider);
+      if (reason !== undefined) unavailable.set(provider, reason);
+    }
+    return unavailable;
+  }
+
+  #variantFallback(resolved: ResolvedModel, why: { reason: string; error?: Error | undefined }): void {
+    const variant = this.#variant;
+    if (variant === undefined) return;
+    this.#telemetry.emit({
+      type: 'variant-fallback',
+      model: resolved.config.name,
+      version: resolved.version,
+      variant,
+      reason: why.reason,
+      ...(why.error === undefined ? {} : { error: why.error }),
+    });
   }
 
   async #loadAttempt(resolved: ResolvedModel, attempt: LoadAttempt): Promise<LoadedModel> {
@@ -117,10 +167,16 @@ export class ModelLoader {
       provider: model.provider,
       ...(variant === undefined ? {} : { variant }),
     });
-    return model;
+    return variant === undefined ? model : withVariant(model, variant);
   }
 
-  #fallback(model: string, version: string, provider: string, attempt: LoadAttempt, error: unknown): void {
+  #fallback(
+    model: string,
+    version: string,
+    provider: string,
+    attempt: { readonly variant: string | undefined },
+    error: unknown,
+  ): void {
     this.#telemetry.emit({
       type: 'provider-fallback',
       model,
@@ -191,6 +247,8 @@ export interface LoadAttempt {
   readonly sha256: string;
   readonly size: number;
   readonly providers: readonly string[];
+  /** The variant the deployment chose (`ONNX_SERVE_VARIANT`), tried before the default plan. */
+  readonly chosen?: true;
 }
 
 /**
@@ -198,7 +256,8 @@ export interface LoadAttempt {
  * walks the model's `executionProviders` in order and pairs each with the variant that lists it, else with
  * the version's file; neighbours that share a file become one engine call. E.g. providers
  * `['tensorrt', 'cuda', 'cpu']` and an `fp16` variant for `['cuda', 'tensorrt']` give: `fp16` with
- * `['tensorrt', 'cuda']`, then the default file with `['cpu']`.
+ * `['tensorrt', 'cuda']`, then the default file with `['cpu']`. A variant's ORT copy is taken when
+ * `session.preferOrtFormat` is on, as for the version's file.
  */
 export function loadPlan(resolved: ResolvedModel): LoadAttempt[] {
   const variants = Object.entries(resolved.config.versions[resolved.version]?.variants ?? {});
@@ -212,11 +271,98 @@ export function loadPlan(resolved: ResolvedModel): LoadAttempt[] {
       const { format, sha256, size } = resolved;
       attempts.push({ variant: undefined, format, sha256, size, providers: [provider] });
     } else {
-      const [variant, { sha256, size }] = found;
-      attempts.push({ variant, format: 'onnx', sha256, size, providers: [provider] });
+      const [variant, info] = found;
+      attempts.push({ variant, ...variantFile(resolved, info), providers: [provider] });
     }
   }
   return attempts;
+}
+
+/** A provider left out of a plan before any download, and why. */
+export interface SkippedProvider {
+  readonly provider: string;
+  readonly variant: string | undefined;
+  readonly error: Error;
+}
+
+/** What {@link servingPlan} decided. */
+export interface ServingPlan {
+  readonly attempts: readonly LoadAttempt[];
+  /** Providers of the plan that are not available on this host: never tried, their files never fetched. */
+  readonly skipped: readonly SkippedProvider[];
+  /** Why the chosen variant is not tried at all (missing, or no provider of it is usable here). */
+  readonly variantFallback?: { readonly reason: string };
+}
+
+/**
+ * The plan one deployment follows for `resolved`: the variant it chose (`variant`, e.g. `int8`) first,
+ * with the providers of its `runsOn` (and `providers`) that the model lists, in the model's order; then
+ * the version's default {@link loadPlan} without that variant. Providers in `unavailable` are left out
+ * (and reported) before anything is downloaded; an attempt left without providers is dropped.
+ */
+export function servingPlan(
+  resolved: ResolvedModel,
+  variant: string | undefined,
+  unavailable: ReadonlyMap<string, Error> = new Map(),
+): ServingPlan {
+  const { config, version } = resolved;
+  const eps = config.session.executionProviders;
+  let attempts = loadPlan(resolved);
+  let variantFallback: { reason: string } | undefined;
+  if (variant !== undefined) {
+    const info = config.versions[version]?.variants?.[variant];
+    if (info === undefined || !Object.hasOwn(config.versions[version]?.variants ?? {}, variant)) {
+      variantFallback = { reason: `version ${version} has no '${variant}' variant` };
+    } else {
+      const providers = eps.filter((p) => info.runsOn.includes(p) || info.providers.includes(p));
+      if (providers.length === 0) {
+        variantFallback = {
+          reason: `it runs on ${info.runsOn.join(', ')}, none of which is in the model's executionProviders (${eps.join(', ')})`,
+        };
+      } else {
+        const chosen: LoadAttempt = { variant, ...variantFile(resolved, info), providers, chosen: true };
+        attempts = [chosen, ...attempts.filter((a) => a.variant !== variant)];
+      }
+    }
+  }
+  const skipped: SkippedProvider[] = [];
+  const kept: LoadAttempt[] = [];
+  for (const attempt of attempts) {
+    const providers = attempt.providers.filter((p) => {
+      const error = unavailable.get(p);
+      if (error !== undefined) skipped.push({ provider: p, variant: attempt.variant, error });
+      return error === undefined;
+    });
+    if (providers.length > 0) kept.push({ ...attempt, providers });
+    else if (attempt.chosen) {
+      variantFallback = {
+        reason: `none of its providers (${attempt.providers.join(', ')}) is available on this host`,
+      };
+    }
+  }
+  return { attempts: kept, skipped, ...(variantFallback === undefined ? {} : { variantFallback }) };
+}
+
+function variantFile(
+  resolved: ResolvedModel,
+  info: VariantInfo,
+): Pick<LoadAttempt, 'format' | 'sha256' | 'size'> {
+  if (resolved.config.session.preferOrtFormat && info.ort !== undefined) {
+    return { format: 'ort', sha256: info.ort.sha256, size: info.ort.size };
+  }
+  return { format: 'onnx', sha256: info.sha256, size: info.size };
+}
+
+/** `model`, saying which variant it runs (metadata tells clients). */
+function withVariant(model: LoadedModel, variant: string): LoadedModel {
+  return {
+    signature: model.signature,
+    provider: model.provider,
+    ...(model.fallbacks === undefined ? {} : { fallbacks: model.fallbacks }),
+    variant,
+    run: (feeds, outputs) => model.run(feeds, outputs),
+    release: () => model.release(),
+  };
 }
 
 function engineOptions(resolved: ResolvedModel, attempt: LoadAttempt): EngineSessionOptions {

@@ -86,6 +86,8 @@ export interface LoadedModel {
   readonly provider: string;
   /** Providers the engine tried, in order, before {@link provider} loaded. */
   readonly fallbacks?: readonly ProviderFailure[];
+  /** The precision variant this session runs (e.g. `int8`); absent for the version's own file. */
+  readonly variant?: string;
   run(feeds: Readonly<Record<string, Tensor>>, outputs?: readonly string[]): Promise<Record<string, Tensor>>;
   release(): Promise<void>;
 }
@@ -95,6 +97,12 @@ export interface InferenceEngine {
     artifact: { bytes: Uint8Array; format: ArtifactFormat },
     options: EngineSessionOptions,
   ): Promise<LoadedModel>;
+  /**
+   * Why `provider` cannot create a session on this host (its library is missing, no device), or
+   * `undefined` when it can. Lets the loader skip a provider before downloading a file only it would run.
+   * Optional: an engine without it has every provider tried with the file.
+   */
+  providerUnavailable?(provider: string): Promise<Error | undefined>;
 }
 
 /** What the core reports; the runtime turns these into logs and metrics. */
@@ -122,6 +130,19 @@ export type ServingEvent =
       readonly provider: string;
       readonly variant?: string;
       readonly error: Error;
+    }
+  | {
+      /**
+       * The deployment chose a precision variant (`ONNX_SERVE_VARIANT`) that cannot serve this version: it
+       * is missing, none of its providers is in the model's list or available here, or it failed to load.
+       * The version's default plan (float32 on a CPU) serves instead: a warning, not a failure.
+       */
+      readonly type: 'variant-fallback';
+      readonly model: string;
+      readonly version: string;
+      readonly variant: string;
+      readonly reason: string;
+      readonly error?: Error;
     }
   | {
       /**

@@ -110,7 +110,15 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
       : new OrtEngine(engineOptions));
   // One estimator for the loader's warm-up runs and the service's runs.
   const runTimes = new RunTimeEstimator();
-  const loader = new ModelLoader({ store, engine, diskCache, telemetry, clock, runTimes });
+  const loader = new ModelLoader({
+    store,
+    engine,
+    diskCache,
+    telemetry,
+    clock,
+    runTimes,
+    variant: config.variant,
+  });
   const service = new InferenceService({
     registry,
     cache,

@@ -77,6 +77,20 @@ describe('buildStack', () => {
     expect(dev?.environment).toEqual({ ONNX_SERVE_MODEL: 'linear', ONNX_SERVE_DISK_CACHE_MB: '1536' });
   });
 
+  it("gives a model's function the precision variant it serves, per stage", () => {
+    const models = {
+      models: [{ name: 'mlp', variant: 'int8', stages: { prod: { variant: 'int4' } } }, { name: 'plain' }],
+    };
+    const dev = buildStack(settings(models)).functions;
+    const prod = buildStack(settings(models, { stage: 'prod' })).functions;
+    expect(dev['infer-mlp']?.environment).toMatchObject({
+      ONNX_SERVE_MODEL: 'mlp',
+      ONNX_SERVE_VARIANT: 'int8',
+    });
+    expect(prod['infer-mlp']?.environment).toMatchObject({ ONNX_SERVE_VARIANT: 'int4' });
+    expect(dev['infer-plain']?.environment).not.toHaveProperty('ONNX_SERVE_VARIANT');
+  });
+
   it('sends /predict and the server-wide routes to the first model when there is no multi-model function', () => {
     const stack = buildStack(settings({ models: [{ name: 'a' }, { name: 'b' }] }));
     expect(routes(stack.functions['infer-a'])).toEqual(
@@ -288,6 +302,7 @@ describe('buildStack', () => {
     ['a name over 64 characters', settings({ models: [{ name: 'm'.repeat(60) }] }), /64 characters/],
     ['an invalid bucket', settings(ONE_MODEL, { bucket: 'My_Bucket' }), /bucket/],
     ['nothing to deploy', settings({ models: [] }), /nothing to deploy/],
+    ['a variant that is not a name', settings({ models: [{ name: 'a', variant: 'Int 8' }] }), /variant/],
     [
       'a number as an environment value',
       settings({ models: [{ name: 'a', environment: { X: 1 as unknown as string } }] }),

@@ -42,7 +42,7 @@ interface Statement {
 }
 
 interface ModelsFile {
-  readonly models: readonly { readonly name: string }[];
+  readonly models: readonly { readonly name: string; readonly variant?: string }[];
   readonly defaultModel?: string;
   readonly multiModel?: { readonly enabled?: boolean };
   readonly batch?: { readonly enabled?: boolean };
@@ -148,7 +148,8 @@ describe('serverless package', () => {
   describe('functions', () => {
     it('has one infer function per listed model, pinned to it, on Node 22 with the layer', () => {
       expect(models.models.length).toBeGreaterThan(0);
-      for (const { name } of models.models) {
+      expect(models.models.some((m) => m.variant !== undefined)).toBe(true);
+      for (const { name, variant } of models.models) {
         const props = functionResource(`infer-${name}`).Properties ?? {};
         expect(props.Runtime).toBe('nodejs22.x');
         expect(props.Architectures).toEqual(['x86_64']);
@@ -156,6 +157,8 @@ describe('serverless package', () => {
         expect(props.Layers).toEqual([{ Ref: 'OnnxruntimeLambdaLayer' }]);
         const env = (props.Environment as { Variables: Record<string, string> }).Variables;
         expect(env.ONNX_SERVE_MODEL).toBe(name);
+        // A model's `variant:` in deploy/models.yml is the precision variant its function serves.
+        expect(env.ONNX_SERVE_VARIANT).toBe(variant);
         expect(env.ONNX_SERVE_MODEL_REPOSITORY).toBe(`s3://${bucket}/models`);
         // Source maps stay off the infer functions' cold path (serverless.yml).
         expect(env.NODE_OPTIONS).toBeUndefined();

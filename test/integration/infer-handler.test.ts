@@ -147,6 +147,8 @@ describe('infer handler', () => {
           platform: 'onnx_onnxv1',
           inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 10] }],
           outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 2] }],
+          variant: 'default',
+          provider: 'cpu',
         };
         expect(bodyOf(await h.invoke(kind, 'GET', '/v2/models/linear'))).toEqual(expected);
         expect(bodyOf(await h.invoke(kind, 'GET', '/v2/models/linear/versions/1'))).toEqual(expected);

@@ -10,7 +10,7 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { type ServerInstance, startServer } from '../../functions/server/main';
 import { OrtEngine } from '../../shared/adapters/ort-engine';
 import { parseModelConfig } from '../../shared/core/model-config';
-import { loadPlan } from '../../shared/core/model-loader';
+import { loadPlan, servingPlan } from '../../shared/core/model-loader';
 import type { ResolvedModel } from '../../shared/core/model-registry';
 import { buildLinearModel, buildMlpModel } from '../../tools/onnx/model-builder';
 import { expectClose } from '../support/golden';
@@ -158,6 +158,51 @@ describe('loadPlan', () => {
       { variant: 'fp16', format: 'onnx', sha256: 'b'.repeat(64), size: 5, providers: ['cuda'] },
       { variant: undefined, format: 'onnx', sha256: 'a'.repeat(64), size: 10, providers: ['cpu'] },
     ]);
+  });
+
+  describe('servingPlan', () => {
+    const int8 = {
+      sha256: 'c'.repeat(64),
+      size: 3,
+      precision: 'int8',
+      runsOn: ['cpu'],
+      ort: { sha256: 'd'.repeat(64), size: 4 },
+    };
+    const version = { sha256: 'a'.repeat(64), size: 10, variants: { fp16, int8 } };
+
+    it("puts the chosen variant first, from its ORT copy, with its runsOn providers in the model's order", () => {
+      const plan = servingPlan(resolved(version, ['cuda', 'cpu']), 'int8');
+      expect(plan.attempts).toEqual([
+        { variant: 'int8', format: 'ort', sha256: 'd'.repeat(64), size: 4, providers: ['cpu'], chosen: true },
+        { variant: 'fp16', format: 'onnx', sha256: 'b'.repeat(64), size: 5, providers: ['cuda'] },
+        { variant: undefined, format: 'onnx', sha256: 'a'.repeat(64), size: 10, providers: ['cpu'] },
+      ]);
+      expect(plan.variantFallback).toBeUndefined();
+    });
+
+    it('leaves out providers that are not available, and the files only they would run', () => {
+      const missing = new Map([['cuda', new Error('no CUDA')]]);
+      const plan = servingPlan(resolved(version, ['cuda', 'cpu']), undefined, missing);
+      expect(plan.attempts.map((a) => [a.variant, a.providers])).toEqual([[undefined, ['cpu']]]);
+      expect(plan.skipped).toEqual([{ provider: 'cuda', variant: 'fp16', error: missing.get('cuda') }]);
+    });
+
+    it('does not try a chosen fp16 variant twice', () => {
+      const plan = servingPlan(resolved(version, ['cuda', 'cpu']), 'fp16');
+      expect(plan.attempts.map((a) => a.variant)).toEqual(['fp16', undefined]);
+    });
+
+    it('says why a chosen variant is not tried: missing, or not for these providers', () => {
+      expect(servingPlan(resolved(version, ['cpu']), 'int4').variantFallback).toEqual({
+        reason: "version 1 has no 'int4' variant",
+      });
+      expect(servingPlan(resolved(version, ['cpu']), 'constructor').variantFallback).toEqual({
+        reason: "version 1 has no 'constructor' variant",
+      });
+      expect(servingPlan(resolved(version, ['cuda']), 'int8').variantFallback?.reason).toMatch(
+        /runs on cpu, none of which is in the model's executionProviders \(cuda\)/,
+      );
+    });
   });
 
   it('refuses a variant without providers or with a bad name in config.json', () => {
