@@ -141,8 +141,12 @@ async function serve(
     } else {
       let read: Uint8Array;
       try {
-        options.gate?.admit(request);
-        read = await body.read();
+        const bodyRead = options.gate?.admit(request);
+        try {
+          read = await body.read();
+        } finally {
+          bodyRead?.();
+        }
       } catch (error) {
         // Answered here, before the app saw it: refused, too large, or its client gone mid-upload.
         options.gate?.answered(request, error, started);

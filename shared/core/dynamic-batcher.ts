@@ -174,13 +174,14 @@ export class DynamicBatcher {
   /**
    * The refusal a new request for `model` (of `version`, when the request names one) would meet now, for
    * a door to answer before it reads the request's body: when every queue of the model (or the named
-   * version's) is at its bound. `undefined` when one has room, or none exists yet.
+   * version's) is at its bound, counting `arriving` requests the door has admitted whose bodies it is
+   * still reading. `undefined` when one has room, or none exists yet.
    */
-  refusal(model: string, version?: string): OverloadedError | undefined {
+  refusal(model: string, version?: string, arriving = 0): OverloadedError | undefined {
     let full: VersionQueue | undefined;
     for (const queue of this.#queues.values()) {
       if (queue.model !== model || (version !== undefined && queue.version !== version)) continue;
-      if (queue.queued < queue.maxQueueSize) return undefined;
+      if (queue.queued + arriving < queue.maxQueueSize) return undefined;
       full = queue;
     }
     return full === undefined ? undefined : this.#overloaded(full);

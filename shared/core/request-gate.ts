@@ -10,8 +10,13 @@ import type { Clock, Telemetry } from './ports';
 import { NO_TELEMETRY } from './ports';
 
 export interface RequestGate {
-  /** Throws a {@link ServingError} (e.g. `OverloadedError`) to refuse `request` before its body is read. */
-  admit(request: HttpRequest): void;
+  /**
+   * Throws a {@link ServingError} (e.g. `OverloadedError`) to refuse `request` before its body is read.
+   * Otherwise returns the function to call once its body has been read (or the reading failed): until
+   * then it counts against its model's queue bound, so a burst of arrivals is refused on its headers
+   * rather than read in full and refused after.
+   */
+  admit(request: HttpRequest): () => void;
   /** Reports an inference request the door answered itself with `error`, `started` at a clock reading. */
   answered(request: HttpRequest, error: unknown, started: number): void;
   readonly clock: Clock;
@@ -20,27 +25,47 @@ export interface RequestGate {
 export interface RequestGateOptions {
   /** A function pinned to one model: `/predict` means that model. */
   readonly pinnedModel?: string | undefined;
-  /** The refusal a request for `model` (and `version`) would meet now, e.g. the batcher's `refusal`. */
-  readonly refusal?: (model: string, version: string | undefined) => ServingError | undefined;
+  /**
+   * The refusal a request for `model` (and `version`) would meet now, with `arriving` requests for the
+   * model admitted and still being read: e.g. the batcher's `refusal`.
+   */
+  readonly refusal?: (
+    model: string,
+    version: string | undefined,
+    arriving: number,
+  ) => ServingError | undefined;
   readonly telemetry?: Telemetry;
   readonly clock?: Clock;
 }
 
 /**
  * @example
- * const gate = createRequestGate({ pinnedModel, telemetry, refusal: (m, v) => batcher.refusal(m, v) });
- * gate.admit(request); // throws OverloadedError when the model's queue is full
+ * const gate = createRequestGate({ pinnedModel, telemetry, refusal: (m, v, n) => batcher.refusal(m, v, n) });
+ * const bodyRead = gate.admit(request); // throws OverloadedError when the model's queue is full
+ * try { body = await readBody(); } finally { bodyRead(); }
  */
 export function createRequestGate(options: RequestGateOptions): RequestGate {
   const telemetry = options.telemetry ?? NO_TELEMETRY;
   const clock = options.clock ?? (() => performance.now());
+  const arriving = new Map<string, number>();
+  const NOTHING = () => {};
   return {
     clock,
     admit(request) {
       const target = inferenceTarget(request, options.pinnedModel);
-      if (target === undefined) return;
-      const refusal = options.refusal?.(target.model, target.version);
+      if (target === undefined) return NOTHING;
+      const { model } = target;
+      const refusal = options.refusal?.(model, target.version, arriving.get(model) ?? 0);
       if (refusal !== undefined) throw refusal;
+      arriving.set(model, (arriving.get(model) ?? 0) + 1);
+      let done = false;
+      return () => {
+        if (done) return;
+        done = true;
+        const left = (arriving.get(model) ?? 1) - 1;
+        if (left > 0) arriving.set(model, left);
+        else arriving.delete(model);
+      };
     },
     answered(request, error, started) {
       const target = inferenceTarget(request, options.pinnedModel);

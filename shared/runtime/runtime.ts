@@ -144,7 +144,9 @@ export function createRuntime(config: ServingConfig, parts: RuntimeParts = {}): 
     pinnedModel: config.pinnedModel,
     telemetry,
     clock,
-    ...(batcher === undefined ? {} : { refusal: (model, version) => batcher.refusal(model, version) }),
+    ...(batcher === undefined
+      ? {}
+      : { refusal: (model, version, arriving) => batcher.refusal(model, version, arriving) }),
   });
   return {
     config,

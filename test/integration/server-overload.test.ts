@@ -235,6 +235,34 @@ describe('server door under overload', () => {
       await expectAnswer(call(server.url, 'POST', INFER, linearRequest(LAST_ROWS)).reply, LAST_ROWS);
     });
 
+    it('counts requests whose bodies are still arriving against the bound, refusing the next on its headers', async () => {
+      const { server, engine } = await startLinear({ ONNX_SERVE_MAX_QUEUE_SIZE: '2' });
+      const first = call(server.url, 'POST', INFER, linearRequest(rowFor(0)));
+      await waitFor(() => engine.held.length === 1);
+      const queued = call(server.url, 'POST', INFER, linearRequest(rowFor(1)));
+      await waitFor(() => queueDepth(server) === 1);
+      // Admitted on its headers, its body not yet sent: it holds the last place.
+      const body = Buffer.from(linearRequest(rowFor(2)));
+      const arriving = upload(server.url, INFER, body.byteLength);
+      await waitFor(() => server.server.inFlight() === 3);
+      const refused = upload(server.url, INFER, 5000);
+      const answer = await refused.response;
+      expect(answer.status).toBe(503);
+      expect(JSON.parse(answer.text).error).toMatch(/model 'linear' has 1 requests queued, its limit/);
+      refused.destroy();
+      arriving.end(body);
+      await waitFor(() => queueDepth(server) === 2);
+      for (const [i, reply] of [first.reply, queued.reply].entries()) {
+        engine.held[i]?.release();
+        await expectAnswer(reply, rowFor(i));
+        await waitFor(() => engine.held.length === i + 2);
+      }
+      engine.held[2]?.release();
+      const last = await arriving.response;
+      expect(last.status).toBe(200);
+      expectClose(JSON.parse(last.text).outputs[0].data, await expected(rowFor(2)), { atol: 1e-5 });
+    });
+
     it('drops a queued request whose client disconnects: it never runs, and nothing is logged as an error', async () => {
       const errors = jest.spyOn(Logger.prototype, 'error');
       const { server, engine } = await startLinear();
