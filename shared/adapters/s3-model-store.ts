@@ -1,3 +1,4 @@
+import { createHash, type Hash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   GetObjectCommand,
@@ -14,7 +15,7 @@ import {
   ServingError,
 } from '../core/errors';
 import { assertModelName, isValidModelName } from '../core/names';
-import type { ArtifactFormat, ConfigDocument, ModelStore } from '../core/ports';
+import type { ArtifactFormat, ConfigDocument, HashedArtifact, ModelStore } from '../core/ports';
 import { checkArtifactRequest } from './artifact-request';
 
 /** Options of {@link S3ModelStore}. */
@@ -88,6 +89,30 @@ class PartFailed extends Error {
     readonly last: unknown,
   ) {
     super(message, { cause: last });
+  }
+}
+
+/**
+ * Feeds a hash the parts of a download in order as they complete: a part that completes before the ones
+ * ahead of it waits (it is already in the buffer) and is hashed when they are. Only whole parts are
+ * hashed, so a part whose body broke and was read again is hashed once, as it finally is.
+ */
+class InOrderHash {
+  #next = 0;
+  readonly #waiting = new Set<number>();
+
+  constructor(
+    private readonly hash: Hash,
+    private readonly bytes: Buffer,
+    private readonly part: (index: number) => Part,
+  ) {}
+
+  done(index: number): void {
+    this.#waiting.add(index);
+    while (this.#waiting.delete(this.#next)) {
+      const { start, end } = this.part(this.#next++);
+      this.hash.update(this.bytes.subarray(start, end + 1));
+    }
   }
 }
 
@@ -211,6 +236,34 @@ export class S3ModelStore implements ModelStore {
     size: number,
     variant?: string,
   ): Promise<Uint8Array> {
+    return (await this.read(model, version, format, size, variant, undefined)).bytes;
+  }
+
+  /**
+   * {@link readArtifact} with the sha256 of the bytes, hashed part by part in order as the parts complete
+   * (a part read again after a broken body is hashed once, when it is whole), so that only the parts that
+   * arrive last are hashed after the download.
+   */
+  async readArtifactHashed(
+    model: string,
+    version: string,
+    format: ArtifactFormat,
+    size: number,
+    variant?: string,
+  ): Promise<HashedArtifact> {
+    const hash = createHash('sha256');
+    const { bytes } = await this.read(model, version, format, size, variant, hash);
+    return { bytes, sha256: hash.digest('hex') };
+  }
+
+  private async read(
+    model: string,
+    version: string,
+    format: ArtifactFormat,
+    size: number,
+    variant: string | undefined,
+    hash: Hash | undefined,
+  ): Promise<{ bytes: Uint8Array }> {
     const file = checkArtifactRequest(model, version, format, size, variant);
     const key = this.key(model, version, file);
     // allocUnsafeSlow: every byte is overwritten before the buffer is returned, and the buffer owns its
@@ -227,12 +280,12 @@ export class S3ModelStore implements ModelStore {
       reason,
     });
     try {
-      await this.readParts(key, bytes, abort, retried);
+      await this.readParts(key, bytes, abort, retried, hash);
     } catch (error) {
       abort.abort();
       throw this.translate(error, model, version, file);
     }
-    return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return { bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
   }
 
   async listModels(): Promise<string[]> {
@@ -308,6 +361,7 @@ export class S3ModelStore implements ModelStore {
     bytes: Buffer,
     abort: AbortController,
     retried: (part: Part, attempt: number, reason: string) => Omit<DownloadRetry, 'delayMs'>,
+    hash: Hash | undefined,
   ): Promise<void> {
     const size = bytes.byteLength;
     const count = Math.ceil(size / this.partSize);
@@ -315,11 +369,13 @@ export class S3ModelStore implements ModelStore {
       const start = index * this.partSize;
       return { index, count, start, end: Math.min(size, start + this.partSize) - 1 };
     };
+    const hashed = hash === undefined ? undefined : new InOrderHash(hash, bytes, part);
     // The first answer's ETag is the object's: every later GET asks for it (If-Match) and checks it, so a
     // replaced object is never mixed in, retries of the first part included.
     const object: { etag: string | undefined } = { etag: undefined };
     if (count === 1) {
       await this.readPart(key, bytes, part(0), object, abort.signal, retried, true);
+      hashed?.done(0);
       return;
     }
     let failure: unknown;
@@ -334,12 +390,14 @@ export class S3ModelStore implements ModelStore {
     let next = 1;
     const worker = async () => {
       while (next < count && failure === undefined) {
-        await this.readPart(key, bytes, part(next++), object, abort.signal, retried, false);
+        const index = next++;
+        await this.readPart(key, bytes, part(index), object, abort.signal, retried, false);
+        hashed?.done(index);
       }
     };
     const first = this.readPart(key, bytes, part(0), object, abort.signal, retried, false, () => {
       for (let i = 1; i < Math.min(this.concurrency, count); i++) tasks.push(guard(worker));
-    });
+    }).then(() => hashed?.done(0));
     const tasks = [
       guard(async () => {
         await first;

@@ -135,9 +135,20 @@ export class ModelLoader {
     const t0 = this.#clock();
     let bytes = await this.#diskCache?.get(sha256, size);
     const source = bytes === undefined ? 'store' : 'disk';
+    // A store that hashes while the bytes arrive (S3: part by part, in order) leaves only a comparison.
+    let hashed: string | undefined;
+    if (bytes === undefined && this.#store.readArtifactHashed !== undefined) {
+      ({ bytes, sha256: hashed } = await this.#store.readArtifactHashed(
+        name,
+        version,
+        format,
+        size,
+        variant,
+      ));
+    }
     bytes ??= await this.#store.readArtifact(name, version, format, size, variant);
     const t1 = this.#clock();
-    const actual = sha256Hex(bytes);
+    const actual = hashed ?? sha256Hex(bytes);
     if (actual !== sha256) {
       const file = variant === undefined ? `${format} file` : `${variant} variant`;
       throw new IntegrityError(

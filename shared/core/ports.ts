@@ -47,8 +47,25 @@ export interface ModelStore {
     size: number,
     variant?: string,
   ): Promise<Uint8Array>;
+  /**
+   * {@link readArtifact}, returning the bytes' sha256 (hex) too, computed while they arrive rather than
+   * after the last byte: the loader then only compares it. Optional: without it the loader hashes.
+   */
+  readArtifactHashed?(
+    model: string,
+    version: string,
+    format: ArtifactFormat,
+    size: number,
+    variant?: string,
+  ): Promise<HashedArtifact>;
   /** Names of the models in the repository (folders or prefixes that hold a config.json). */
   listModels(): Promise<string[]>;
+}
+
+/** An artifact's bytes with their sha256, as lowercase hex. */
+export interface HashedArtifact {
+  readonly bytes: Uint8Array;
+  readonly sha256: string;
 }
 
 /** The local-disk tier of the warm cache, keyed by content hash. */

@@ -4,6 +4,7 @@
  * is read again alone, the others once; a fault that persists fails with the cause, the bytes that had
  * arrived, the part and the attempts in the message.
  */
+import crypto, { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { S3Client } from '@aws-sdk/client-s3';
@@ -65,6 +66,7 @@ afterEach(() => {
 function store(options: Partial<S3ModelStoreOptions> = {}): {
   store: S3ModelStore;
   retries: DownloadRetry[];
+  client: S3Client;
 } {
   const retries: DownloadRetry[] = [];
   const client =
@@ -73,6 +75,7 @@ function store(options: Partial<S3ModelStoreOptions> = {}): {
   requests = countRequests(client);
   return {
     retries,
+    client,
     store: new S3ModelStore({
       client,
       bucket: s3.bucket,
@@ -125,8 +128,21 @@ const MID_BODY: [string, Fault, RegExp][] = [
   ],
 ];
 
+const DETECTOR_SHA256 = createHash('sha256').update(DETECTOR).digest('hex');
+
 describe('S3ModelStore under faults', () => {
   describe.each(MID_BODY)('%s in one part of many', (_name, fault, reason) => {
+    it("hashes the part read again once, as it finally is: the digest is the object's", async () => {
+      const { store: s, retries } = store();
+      proxy.inject({ key: KEY, range: PART_4, fault });
+
+      const { bytes, sha256 } = await s.readArtifactHashed('det', '1', 'onnx', DETECTOR.byteLength);
+
+      expect(retries).toHaveLength(1);
+      expect(Buffer.from(bytes).equals(DETECTOR)).toBe(true);
+      expect(sha256).toBe(DETECTOR_SHA256);
+    });
+
     it('reads that part again, alone, and keeps the others', async () => {
       const { store: s, retries } = store();
       proxy.inject({ key: KEY, range: PART_4, fault });
@@ -230,6 +246,48 @@ describe('S3ModelStore under faults', () => {
     expect(Buffer.from(bytes).equals(SMALL)).toBe(true);
     expect(rangesRequested(key).get(undefined)).toBe(2);
     expect(retries).toEqual([expect.objectContaining({ part: 1, parts: 1, attempt: 1 })]);
+  });
+
+  it('hashes the single GET of a small artifact read again after breaking mid-body', async () => {
+    const { store: s, retries } = store();
+    proxy.inject({ key: 'repo/small/1/model.onnx', fault: { kind: 'reset', after: half } });
+    const { sha256 } = await s.readArtifactHashed('small', '1', 'onnx', SMALL.byteLength);
+    expect(retries).toHaveLength(1);
+    expect(sha256).toBe(createHash('sha256').update(SMALL).digest('hex'));
+  });
+
+  it('hashes the parts as they arrive, in order: all but the last before the last is asked for', async () => {
+    // One part at a time, so a part is asked for only once the previous one is whole: by then, with the
+    // hash kept up to date, every byte before it has been hashed (none, if hashing waited for the end).
+    const hashedBefore = new Map<string | undefined, number>();
+    let hashed = 0;
+    const real = crypto.createHash;
+    jest.spyOn(crypto, 'createHash').mockImplementation((algorithm, options) => {
+      const hash = real(algorithm, options);
+      const update = hash.update.bind(hash);
+      hash.update = ((data: Uint8Array) => {
+        hashed += data.byteLength;
+        return update(data);
+      }) as typeof hash.update;
+      return hash;
+    });
+    const { store: s, client } = store({ concurrency: 1 });
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        const range = (args.input as { Range?: string }).Range;
+        hashedBefore.set(range, hashed);
+        return next(args);
+      },
+      { step: 'initialize', name: 'hashedBefore' },
+    );
+
+    const { sha256 } = await s.readArtifactHashed('det', '1', 'onnx', DETECTOR.byteLength);
+
+    expect(sha256).toBe(DETECTOR_SHA256);
+    const lastStart = (PARTS - 1) * PART;
+    expect(hashedBefore.get(`bytes=${lastStart}-${DETECTOR.byteLength - 1}`)).toBe(lastStart);
+    expect(hashedBefore.get(`bytes=${PART}-${2 * PART - 1}`)).toBe(PART);
+    jest.restoreAllMocks();
   });
 
   it('names the size of a single GET that fails for good', async () => {

@@ -50,6 +50,41 @@ describe('ModelLoader', () => {
     expect(telemetry.ofType('model-load-failed')).toHaveLength(1);
   });
 
+  describe('with a store that hashes while it downloads', () => {
+    /** A store whose readArtifactHashed answers the bytes with `digest` (their own sha256 by default). */
+    function hashingStore(digest?: string) {
+      const parts = setup();
+      const { store } = parts;
+      const hashed: string[] = [];
+      Object.assign(store, {
+        readArtifactHashed: async (model: string, version: string, format: 'onnx' | 'ort', size: number) => {
+          hashed.push(`${model}/${version}/${format}`);
+          const bytes = await store.readArtifact(model, version, format, size);
+          return { bytes, sha256: digest ?? sha256(bytes) };
+        },
+      });
+      return { ...parts, hashed };
+    }
+
+    it("takes the store's digest instead of hashing the bytes again", async () => {
+      const { store, engine, registry, loader, hashed } = hashingStore();
+      store.addVersion('m', '1', Buffer.from('model-bytes'));
+      await loader.load(await registry.resolve('m'));
+      expect(hashed).toEqual(['m/1/onnx']);
+      expect(engine.loaded).toHaveLength(1);
+    });
+
+    it("refuses the bytes when the store's digest does not match config.json", async () => {
+      // The bytes themselves are right: only the digest the store computed says otherwise, so a loader
+      // that hashed them again would load them.
+      const { store, engine, registry, loader } = hashingStore('0'.repeat(64));
+      store.addVersion('m', '1', Buffer.from('model-bytes'));
+      const error = await loader.load(await registry.resolve('m')).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(IntegrityError);
+      expect(engine.loaded).toHaveLength(0);
+    });
+  });
+
   it('skips the warm-up run when the model turns it off', async () => {
     const { store, engine, registry, loader } = setup();
     store.addVersion('m', '1', Buffer.from('b'), { session: { warmup: false } });
