@@ -146,6 +146,10 @@ export class DiskArtifactCache implements ArtifactCache {
     }
   }
 
+  async delete(sha256: string): Promise<void> {
+    if (SHA256.test(sha256)) await this.remove(sha256);
+  }
+
   private async remove(sha256: string): Promise<void> {
     this.forget(sha256);
     await rm(join(this.dir, sha256), { force: true });

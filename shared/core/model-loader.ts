@@ -134,9 +134,15 @@ export class ModelLoader {
     const name = config.name;
     const t0 = this.#clock();
     let bytes = await this.#diskCache?.get(sha256, size);
+    let hashed = bytes === undefined ? undefined : sha256Hex(bytes);
+    if (hashed !== undefined && hashed !== sha256) {
+      // The disk tier only ever holds verified bytes, so a file that no longer hashes to its name was
+      // damaged after the write (another process, the disk): drop it and download, never fail on it.
+      await this.#diskCache?.delete(sha256);
+      bytes = hashed = undefined;
+    }
     const source = bytes === undefined ? 'store' : 'disk';
     // A store that hashes while the bytes arrive (S3: part by part, in order) leaves only a comparison.
-    let hashed: string | undefined;
     if (bytes === undefined && this.#store.readArtifactHashed !== undefined) {
       ({ bytes, sha256: hashed } = await this.#store.readArtifactHashed(
         name,

@@ -74,6 +74,8 @@ export interface ArtifactCache {
   get(sha256: string, size: number): Promise<Uint8Array | undefined>;
   /** Stores bytes whose hash was already verified; written atomically (temporary name, then rename). */
   put(sha256: string, bytes: Uint8Array): Promise<void>;
+  /** Removes the file stored under `sha256`, if any (e.g. one that no longer hashes to its name). */
+  delete(sha256: string): Promise<void>;
 }
 
 export const GRAPH_OPTIMIZATION_LEVELS = ['disabled', 'basic', 'extended', 'all'] as const;

@@ -147,6 +147,9 @@ export class MemoryArtifactCache implements ArtifactCache {
   async put(sha: string, bytes: Uint8Array): Promise<void> {
     this.files.set(sha, bytes);
   }
+  async delete(sha: string): Promise<void> {
+    this.files.delete(sha);
+  }
 }
 
 export class RecordingTelemetry implements Telemetry {

@@ -33,6 +33,18 @@ describe('DiskArtifactCache', () => {
       expect(cache.usedBytes).toBe(10_000);
     });
 
+    it('deletes a file and its share of the budget', async () => {
+      const cache = new DiskArtifactCache({ dir, maxBytes: 1_000_000 });
+      const { sha256, bytes } = artifact(1_000);
+      await cache.put(sha256, bytes);
+
+      await cache.delete(sha256);
+
+      expect(await readdir(dir)).toEqual([]);
+      expect(await cache.get(sha256, 1_000)).toBeUndefined();
+      expect(cache.usedBytes).toBe(0);
+    });
+
     it('evicts the least recently used files to stay within maxBytes', async () => {
       const cache = new DiskArtifactCache({ dir, maxBytes: 3_000 });
       const [a, b, c, d] = [artifact(1_000), artifact(1_000), artifact(1_000), artifact(1_000)];

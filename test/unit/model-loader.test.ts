@@ -37,6 +37,19 @@ describe('ModelLoader', () => {
     expect(telemetry.ofType('model-loaded')[0]?.source).toBe('disk');
   });
 
+  it('drops a disk-tier file that no longer hashes to its name and downloads the version', async () => {
+    const { store, engine, disk, telemetry, registry, loader } = setup();
+    const bytes = Buffer.from('model-bytes');
+    store.addVersion('m', '1', bytes);
+    disk.files.set(sha256(bytes), Buffer.from('model-bytez'));
+    await loader.load(await registry.resolve('m'));
+    await loader.flush();
+    expect(store.count('artifact:')).toBe(1);
+    expect(engine.loaded[0]?.bytes).toBe(bytes);
+    expect(disk.files.get(sha256(bytes))).toBe(bytes);
+    expect(telemetry.ofType('model-loaded')[0]?.source).toBe('store');
+  });
+
   it('refuses bytes whose sha256 does not match and caches nothing of them', async () => {
     const { store, engine, disk, telemetry, registry, loader } = setup();
     store.addVersion('m', '1', Buffer.from('the real bytes'));
