@@ -13,7 +13,11 @@ import { type InferEvent, oversizeResponse, toHttpRequest, toResult } from './ap
 
 /** Builds the handler around a runtime; tests pass one built from a config object. */
 export function createInferHandler(runtime: Runtime) {
-  const chain = middy<InferEvent, APIGatewayProxyResult, Error, Context>().handler(async (event, context) => {
+  // middy's own early timeout is off: the handler answers its 504 itself, `timeoutMarginMs` before the
+  // deadline (withDeadline below), where middy's would fail the invocation with a bare TimeoutError.
+  const chain = middy<InferEvent, APIGatewayProxyResult, Error, Context>({
+    timeoutEarlyInMillis: 0,
+  }).handler(async (event, context) => {
     const budget = context.getRemainingTimeInMillis() - runtime.config.timeoutMarginMs;
     // The timer answers while the request waits on I/O (a download); a run holds the thread, so runs are
     // admitted against the deadline instead (shared/core/deadline.ts).
