@@ -8,7 +8,7 @@ import middy from '@middy/core';
 import type { APIGatewayProxyResult, Context } from 'aws-lambda';
 import { withDeadline } from '../../shared/core/deadline';
 import { errorResponse } from '../../shared/core/http-app';
-import { configFromEnv, createRuntime, type Runtime } from '../../shared/runtime/runtime';
+import { configFromEnv, createRuntime, lambdaInit, type Runtime } from '../../shared/runtime/runtime';
 import { type InferEvent, oversizeResponse, toHttpRequest, toResult } from './api-gateway-event';
 
 /** Builds the handler around a runtime; tests pass one built from a config object. */
@@ -45,10 +45,16 @@ export function createInferHandler(runtime: Runtime) {
   return chain;
 }
 
-// Built on the first invocation rather than at import (building is cheap: no I/O), so tests can import
-// this module without an environment. A bad configuration fails the invocation with every bad key in
-// the error, and the next invocation tries again.
-let inner: ReturnType<typeof createInferHandler> | undefined;
+// On Lambda the runtime is built at import, in the init phase, and a function pinned to one model starts
+// loading it there (lambdaInit); elsewhere (tests import this module without an environment), and when
+// the configuration is bad, on the first invocation, which then fails with every bad key in the error and
+// lets the next invocation try again.
+const init = lambdaInit({ withMetrics: true });
+let inner: ReturnType<typeof createInferHandler> | undefined =
+  init === undefined ? undefined : createInferHandler(init.runtime);
+
+/** Settles when the init-phase load of the pinned model has (`undefined` when none was started). */
+export const prefetched: Promise<void> | undefined = init?.prefetched;
 
 export const handler = async (event: InferEvent, context: Context): Promise<APIGatewayProxyResult> => {
   inner ??= createInferHandler(createRuntime(configFromEnv(), { withMetrics: true }));

@@ -185,6 +185,51 @@ export function createStore(config: ServingConfig, telemetry?: Telemetry): Model
   });
 }
 
+/**
+ * Starts loading the model a function is pinned to (`ONNX_SERVE_MODEL`): config.json, the download and
+ * the session. Resolves when that has settled; a failure is logged as a warning, not thrown (the first
+ * request meets it again, or the remembered failure's backoff).
+ */
+export function prefetchPinnedModel(runtime: Runtime): Promise<void> {
+  const model = runtime.config.pinnedModel;
+  if (model === undefined) return Promise.resolve();
+  return runtime.service.load(model).catch((error: unknown) => {
+    runtime.logger.warn('the pinned model could not be loaded ahead of the first request', {
+      model,
+      error: error as Error,
+    });
+  });
+}
+
+/** What {@link lambdaInit} started. */
+export interface LambdaInit {
+  readonly runtime: Runtime;
+  /** Settles when the pinned model's load started in the init phase has (at once when none is pinned). */
+  readonly prefetched: Promise<void>;
+}
+
+/**
+ * For a door's module scope, which Lambda runs in its init phase: on Lambda (`AWS_LAMBDA_FUNCTION_NAME`
+ * is set) builds the runtime from the environment and starts loading the pinned model, so its download
+ * overlaps the rest of the start-up and the wait for the first event instead of following them; the first
+ * request joins that load (loads are single-flight). `undefined` outside Lambda (tests import doors
+ * without an environment) and when the configuration is bad: the first invocation reports every bad key.
+ */
+export function lambdaInit(
+  parts: RuntimeParts,
+  env: NodeJS.ProcessEnv = process.env,
+): LambdaInit | undefined {
+  if (env.AWS_LAMBDA_FUNCTION_NAME === undefined || env.AWS_LAMBDA_FUNCTION_NAME === '') return undefined;
+  let config: ServingConfig;
+  try {
+    config = configFromEnv(env);
+  } catch {
+    return undefined;
+  }
+  const runtime = createRuntime(config, parts);
+  return { runtime, prefetched: prefetchPinnedModel(runtime) };
+}
+
 /** Memory, cores and temp dir of this instance; cgroup-aware where Node can tell. */
 export function instanceFacts(): InstanceFacts {
   const constrained = process.constrainedMemory?.() ?? 0;
