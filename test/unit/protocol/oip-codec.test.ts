@@ -819,9 +819,10 @@ describe('encodeInferResponse', () => {
     expect(run).not.toThrow(InvalidInputError);
   });
 
-  it('encodes a million floats as JSON in well under a second', () => {
+  // Its speed is measured by `npm run bench -- request-overhead` (the JSON cost row), not timed here: a
+  // wall-clock bound in a test fails on a busy machine and proves nothing about the encoder.
+  it('encodes a million floats as JSON', () => {
     const data = new Float32Array(1_000_000).map((_, i) => i / 7);
-    const started = performance.now();
     const { body } = encodeInferResponse(
       {
         modelName: 'm',
@@ -830,10 +831,11 @@ describe('encodeInferResponse', () => {
       },
       () => false,
     );
-    const ms = performance.now() - started;
-    expect(body.byteLength).toBeGreaterThan(1_000_000);
-    // Typically ~150 ms here; the bound only catches a per-element string-building regression.
-    expect(ms).toBeLessThan(3000);
+    const decoded = JSON.parse(new TextDecoder().decode(body)) as { outputs: { data: number[] }[] };
+    const values = decoded.outputs[0]?.data ?? [];
+    expect(values).toHaveLength(1_000_000);
+    expect(values[0]).toBe(0);
+    expect(values[999_999]).toBe(data[999_999]);
   });
 });
 
