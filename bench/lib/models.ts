@@ -13,6 +13,7 @@ import {
   mlpWeightBytes,
 } from '../../tools/onnx/model-builder';
 import { convertToOrtFormat } from '../../tools/onnx/ort-format';
+import { buildPrecisionVariant } from '../../tools/onnx/precision-variant';
 
 /** One stored file of a model. */
 export interface Artifact {
@@ -30,6 +31,29 @@ export interface BenchModel {
   readonly onnx: Artifact;
   readonly ort: Artifact;
   readonly input: { readonly name: string; readonly shape: readonly number[] };
+  /** Precision variants (`models quantize`), published as `versions.1.variants.<precision>`. */
+  readonly variants?: Readonly<Partial<Record<'int8' | 'int4', { onnx: Artifact; ort: Artifact }>>>;
+}
+
+/**
+ * `model` with its int8 and int4 variants (tools/onnx/precision-variant.ts, as `models quantize` makes them)
+ * and their ORT copies written beside it.
+ */
+export async function withCpuVariants(dir: string, model: BenchModel): Promise<BenchModel> {
+  const onnxBytes = new Uint8Array(await readFile(model.onnx.file));
+  const variants: Partial<Record<'int8' | 'int4', { onnx: Artifact; ort: Artifact }>> = {};
+  for (const precision of ['int8', 'int4'] as const) {
+    const bytes = buildPrecisionVariant(onnxBytes, precision).bytes;
+    const onnxFile = join(dir, `${model.name}.${precision}.onnx`);
+    await writeFile(onnxFile, bytes);
+    const ortFile = join(dir, `${model.name}.${precision}.ort`);
+    const ortBytes = await convertToOrtFormat(bytes, ortFile);
+    variants[precision] = {
+      onnx: { file: onnxFile, sha256: sha256(bytes), size: bytes.byteLength },
+      ort: { file: ortFile, sha256: sha256(ortBytes), size: ortBytes.byteLength },
+    };
+  }
+  return { ...model, variants };
 }
 
 /**

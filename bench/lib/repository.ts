@@ -47,6 +47,22 @@ export async function startRepository(): Promise<BenchRepository> {
           sha256: model.onnx.sha256,
           size: model.onnx.size,
           ort: { sha256: model.ort.sha256, size: model.ort.size },
+          ...(model.variants === undefined
+            ? {}
+            : {
+                variants: Object.fromEntries(
+                  Object.entries(model.variants).map(([precision, v]) => [
+                    precision,
+                    {
+                      sha256: v.onnx.sha256,
+                      size: v.onnx.size,
+                      precision,
+                      runsOn: ['cpu'],
+                      ort: { sha256: v.ort.sha256, size: v.ort.size },
+                    },
+                  ]),
+                ),
+              }),
         },
       },
       session,
@@ -62,6 +78,18 @@ export async function startRepository(): Promise<BenchRepository> {
       configs.set(model.name, { ...config });
       await server.putObject(BUCKET, key(model.name, '1/model.onnx'), await readFile(model.onnx.file));
       await server.putObject(BUCKET, key(model.name, '1/model.ort'), await readFile(model.ort.file));
+      for (const [precision, v] of Object.entries(model.variants ?? {})) {
+        await server.putObject(
+          BUCKET,
+          key(model.name, `1/model.${precision}.onnx`),
+          await readFile(v.onnx.file),
+        );
+        await server.putObject(
+          BUCKET,
+          key(model.name, `1/model.${precision}.ort`),
+          await readFile(v.ort.file),
+        );
+      }
       await writeConfig(model, true);
     },
     setPreferOrt: writeConfig,

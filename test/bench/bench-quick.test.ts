@@ -128,7 +128,7 @@ describe('npm run bench -- --quick', () => {
   it('measures every cold-start variant with its split, and verifies their answers', () => {
     const data = results.get('cold')?.data as { rows: Json[] };
     const variants = data.rows.map((row) => row.variant);
-    expect(variants).toEqual(['ours-ort', 'ours-onnx', 'naive', 'floor']);
+    expect(variants).toEqual(['ours-ort', 'ours-onnx', 'ours-int8', 'ours-int4', 'naive', 'floor']);
     for (const row of data.rows) {
       expect(Object.keys(row.phasesMs as Json)).toEqual([
         'process',
