@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runChild } from '../lib/child';
-import { type BenchModel, type ModelSpec, prepareModel } from '../lib/models';
+import { type BenchModel, type ModelSpec, prepareModel, withCpuVariants } from '../lib/models';
 import type { OverheadCase, OverheadCaseReport, OverheadSpec } from '../lib/overhead-protocol';
 import { type PartOptions, type PartResult, type Target, target, verdict } from '../lib/part';
 import { type Summary, summarize } from '../lib/stats';
@@ -48,8 +48,23 @@ export async function runRequestOverhead(options: PartOptions): Promise<PartResu
       throw new Error(`${file} is missing: run 'node tools/build.mjs && node bench/build.mjs'`);
   }
   const repository = join(workDir, 'repository');
-  const specs: { spec: ModelSpec; iterations: Readonly<Record<'json' | 'binary', number>> }[] = [
+  const specs: {
+    spec: ModelSpec;
+    iterations: Readonly<Record<'json' | 'binary', number>>;
+    /** Also serve its int8 and int4 variants, each as a model of its own (`<name>-int8`). */
+    variants?: boolean;
+  }[] = [
     { spec: { kind: 'linear' }, iterations: quick ? { json: 20, binary: 20 } : { json: 2000, binary: 2000 } },
+    // Issue 11: warm latency of the quantised variants against float32 (not in the quick configuration).
+    ...(quick
+      ? []
+      : [
+          {
+            spec: { kind: 'mlp', weightMB: 50 } as const,
+            iterations: { json: 300, binary: 300 },
+            variants: true,
+          },
+        ]),
     {
       spec: { kind: 'text-direction', height: 224, width: 224 },
       iterations: quick ? { json: 3, binary: 3 } : { json: 100, binary: 200 },
@@ -57,12 +72,27 @@ export async function runRequestOverhead(options: PartOptions): Promise<PartResu
   ];
   const models: BenchModel[] = [];
   const cases: OverheadCase[] = [];
-  for (const { spec, iterations } of specs) {
+  for (const { spec, iterations, variants } of specs) {
     const model = await prepareModel(workDir, spec);
-    await publishToFolder(repository, model);
-    models.push(model);
-    for (const payload of ['binary', 'json'] as const) {
-      cases.push({ model: model.name, input: model.input, payload, iterations: iterations[payload] });
+    const served = [model];
+    if (variants === true) {
+      const withVariants = await withCpuVariants(workDir, model);
+      for (const [precision, files] of Object.entries(withVariants.variants ?? {})) {
+        served.push({
+          ...model,
+          name: `${model.name}-${precision}`,
+          description: `${model.description}, its ${precision} variant (models quantize)`,
+          onnx: files.onnx,
+          ort: files.ort,
+        });
+      }
+    }
+    for (const m of served) {
+      await publishToFolder(repository, m);
+      models.push(m);
+      for (const payload of ['binary', 'json'] as const) {
+        cases.push({ model: m.name, input: m.input, payload, iterations: iterations[payload] });
+      }
     }
   }
   const rounds = Math.max(options.runs, quick ? 2 : 5);
