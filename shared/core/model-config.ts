@@ -16,6 +16,7 @@
  *   "dynamicBatching": { "maxBatchSize": 32, "maxQueueDelayMs": 5, "maxQueueSize": 256 }
  * }
  */
+import { reportUnknownKeys, suggestion } from './config-keys';
 import { deepFreeze } from './deep-freeze';
 import { ModelConfigError } from './errors';
 import { compareVersions, isValidVersion, printable } from './names';
@@ -123,6 +124,23 @@ export const DEFAULT_SESSION_CONFIG: ModelSessionConfig = Object.freeze({
 
 const SHA256 = /^[0-9a-f]{64}$/;
 
+/** The keys of `session` and `dynamicBatching`: any other is refused, with the nearest of these named. */
+const SESSION_KEYS = [
+  'graphOptimizationLevel',
+  'intraOpThreads',
+  'interOpThreads',
+  'executionProviders',
+  'warmup',
+  'preferOrtFormat',
+  'useModelBytesDirectly',
+  'disablePrepacking',
+] as const satisfies readonly (keyof ModelSessionConfig)[];
+const DYNAMIC_BATCHING_KEYS = [
+  'maxBatchSize',
+  'maxQueueDelayMs',
+  'maxQueueSize',
+] as const satisfies readonly (keyof DynamicBatchingConfig)[];
+
 type Json = Record<string, unknown>;
 
 function isObject(value: unknown): value is Json {
@@ -204,6 +222,63 @@ function readEmptyDims(raw: unknown, problems: string[]): Record<string, readonl
     emptyDims[name] = [...(dims as number[])];
   }
   return emptyDims;
+}
+
+/** An input as the engine's signature or the ONNX file gives it; `shape` `null`: rank unknown. */
+export interface InputShape {
+  readonly name: string;
+  readonly shape: readonly unknown[] | null;
+}
+
+/**
+ * What is wrong with `emptyDims` for a model whose inputs are `signature.inputs`: an input it does not
+ * have (a misspelt name would otherwise leave the empty dims it meant refused, without a word), or a dim
+ * index past the input's rank. Only the model's file knows its inputs, so this runs once a session (or
+ * the tool's check) has the signature; each problem names the key and, where one is near, the input meant.
+ *
+ * @example
+ * emptyDimsProblems({ input_id: [1] }, signature);
+ * // ["'emptyDims' names input 'input_id', which the model does not have (did you mean 'input_ids'?)"]
+ */
+export function emptyDimsProblems(
+  emptyDims: Readonly<Record<string, readonly number[]>>,
+  signature: { readonly inputs: readonly InputShape[] },
+): string[] {
+  const problems: string[] = [];
+  const names = signature.inputs.map((s) => s.name);
+  for (const [name, dims] of Object.entries(emptyDims)) {
+    const spec = signature.inputs.find((s) => s.name === name);
+    if (spec === undefined) {
+      problems.push(
+        `'emptyDims' names input '${printable(name)}', which the model does not have (${suggestion(name, names)})`,
+      );
+      continue;
+    }
+    const rank = spec.shape?.length;
+    if (rank === undefined) continue;
+    const past = dims.filter((d) => d >= rank);
+    if (past.length > 0) {
+      problems.push(
+        `'emptyDims.${printable(name)}' lists dim ${past.join(', ')} but input '${printable(name)}' has rank ${rank}`,
+      );
+    }
+  }
+  return problems;
+}
+
+/**
+ * Throws a {@link ModelConfigError} (503 `model_config_invalid`, as a config.json that does not parse)
+ * when {@link emptyDimsProblems} finds any.
+ */
+export function assertEmptyDimsMatch(
+  label: string,
+  emptyDims: Readonly<Record<string, readonly number[]>>,
+  signature: { readonly inputs: readonly InputShape[] },
+): void {
+  const problems = emptyDimsProblems(emptyDims, signature);
+  if (problems.length > 0) {
+    throw new ModelConfigError(`${label}: config.json is invalid: ${problems.join('; ')}`);
+  }
 }
 
 function readVersions(raw: unknown, problems: string[]): Record<string, VersionInfo> {
@@ -333,6 +408,7 @@ function readSession(raw: unknown, problems: string[]): ModelSessionConfig {
     problems.push(`'session' must be an object`);
     return DEFAULT_SESSION_CONFIG;
   }
+  reportUnknownKeys(raw, SESSION_KEYS, 'session', problems);
   const d = DEFAULT_SESSION_CONFIG;
   let graphOptimizationLevel = d.graphOptimizationLevel;
   if (raw.graphOptimizationLevel !== undefined) {
@@ -388,6 +464,7 @@ function readDynamicBatching(
     problems.push(`'dynamicBatching' needs a batch axis: set 'maxBatchSize' above 0`);
     return undefined;
   }
+  reportUnknownKeys(raw, DYNAMIC_BATCHING_KEYS, 'dynamicBatching', problems);
   const where = 'dynamicBatching.';
   return {
     maxBatchSize: readInt(raw, 'maxBatchSize', maxBatchSize, 1, maxBatchSize, problems, where),

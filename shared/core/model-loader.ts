@@ -5,8 +5,8 @@
  * before a request does. The disk write of freshly downloaded bytes happens off the critical path.
  */
 import { createHash } from 'node:crypto';
-import { IntegrityError, ModelLoadError, ServingError } from './errors';
-import type { VariantInfo } from './model-config';
+import { IntegrityError, ModelConfigError, ModelLoadError, ServingError } from './errors';
+import { assertEmptyDimsMatch, type VariantInfo } from './model-config';
 import type { ResolvedModel } from './model-registry';
 import type {
   ArtifactCache,
@@ -80,7 +80,8 @@ export class ModelLoader {
         try {
           return await this.#loadAttempt(resolved, attempt);
         } catch (error) {
-          if (i === attempts.length - 1) throw error;
+          // A config.json that does not fit the model is wrong whichever provider runs it.
+          if (i === attempts.length - 1 || error instanceof ModelConfigError) throw error;
           for (const provider of attempt.providers) this.#fallback(name, version, provider, attempt, error);
           if (attempt.chosen) {
             this.#variantFallback(resolved, { reason: 'it could not be loaded', error: asError(error) });
@@ -165,6 +166,13 @@ export class ModelLoader {
     if (source === 'store') this.#writeToDisk(sha256, bytes);
     const model = await this.#engine.load({ bytes, format }, engineOptions(resolved, attempt));
     const t3 = this.#clock();
+    try {
+      // The model's inputs are known only now: a config.json `emptyDims` naming another input is refused.
+      assertEmptyDimsMatch(`model '${name}' version ${version}`, config.emptyDims, model.signature);
+    } catch (error) {
+      await model.release();
+      throw error;
+    }
     await this.#warmUp(model, resolved);
     const t4 = this.#clock();
     for (const failed of model.fallbacks ?? []) {

@@ -10,6 +10,7 @@
  *   runs `count` times (default 1) on the inputs it gives (inputs it leaves out get the default shape and
  *   zeros). The operator asked for these, so a failure fails the load, as in Triton.
  */
+import { reportUnknownKeys } from './config-keys';
 import { toHalfBits } from './fp16';
 import type { LoadedModel } from './ports';
 import { mulberry32 } from './prng';
@@ -103,23 +104,15 @@ export function parseWarmup(raw: unknown, problems: string[], where = 'session.w
   return problems.length > before ? DEFAULT_WARMUP : { mode: 'samples', samples };
 }
 
-const SAMPLE_KEYS = new Set(['name', 'count', 'inputs']);
-const INPUT_KEYS = new Set(['shape', 'data', 'seed']);
-
-function unknownKeys(raw: Json, known: Set<string>, where: string, problems: string[]): void {
-  for (const key of Object.keys(raw)) {
-    if (!known.has(key)) {
-      problems.push(`'${where}' has an unknown key '${key}' (known: ${[...known].join(', ')})`);
-    }
-  }
-}
+const SAMPLE_KEYS = ['name', 'count', 'inputs'];
+const INPUT_KEYS = ['shape', 'data', 'seed'];
 
 function readSample(raw: unknown, where: string, problems: string[]): WarmupSample {
   if (!isObject(raw)) {
     problems.push(`'${where}' must be an object with 'inputs'`);
     return { name: undefined, count: 1, inputs: [] };
   }
-  unknownKeys(raw, SAMPLE_KEYS, where, problems);
+  reportUnknownKeys(raw, SAMPLE_KEYS, where, problems);
   let name: string | undefined;
   if (raw.name !== undefined) {
     if (typeof raw.name === 'string' && raw.name.length > 0 && raw.name.length <= 128) name = raw.name;
@@ -152,7 +145,7 @@ function readInput(name: string, raw: unknown, where: string, problems: string[]
     problems.push(`'${where}' must be an object with 'shape' and 'data'`);
     return undefined;
   }
-  unknownKeys(raw, INPUT_KEYS, where, problems);
+  reportUnknownKeys(raw, INPUT_KEYS, where, problems);
   let shape: number[] | undefined;
   if (raw.shape !== undefined) {
     const dims = raw.shape;

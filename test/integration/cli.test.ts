@@ -222,6 +222,32 @@ describe('add to a folder', () => {
     await expect(stat(repo)).rejects.toThrow('ENOENT');
   });
 
+  it('refuses a config.json that serving would refuse: a misspelt session key, an emptyDims input the model lacks', async () => {
+    const repo = await newFolder();
+    expect((await cli('add', files.linear, '--model', 'linear', '--repo', repo)).code).toBe(0);
+    const path = join(repo, 'linear', 'config.json');
+    const recorded = JSON.parse(await readFile(path, 'utf8'));
+
+    await writeFile(path, JSON.stringify({ ...recorded, session: { warmUp: false } }));
+    const misspelt = await cli('add', files.linear, '--model', 'linear', '--repo', repo);
+    expect(misspelt.code).toBe(1);
+    expect(misspelt.err).toContain("'session' has an unknown key 'warmUp' (did you mean 'warmup'?)");
+
+    await writeFile(path, JSON.stringify({ ...recorded, emptyDims: { X: [0] } }));
+    const message =
+      "model 'linear' version 1: config.json is invalid: 'emptyDims' names input 'X', which the model does not have (did you mean 'x'?)";
+    const inspected = await cli('inspect', '--model', 'linear', '--repo', repo);
+    expect(inspected.code).toBe(1);
+    expect(inspected.err).toContain(message);
+    const added = await cli('add', files.linear, '--model', 'linear', '--repo', repo);
+    expect(added.code).toBe(1);
+    expect(added.err).toContain(message.replace('version 1', 'version 2'));
+    expect((await readdir(join(repo, 'linear'))).sort()).toEqual(['1', 'config.json']);
+
+    await writeFile(path, JSON.stringify({ ...recorded, emptyDims: { x: [0] } }));
+    expect((await cli('inspect', '--model', 'linear', '--repo', repo)).code).toBe(0);
+  });
+
   it('refuses a name the repository rejects', async () => {
     const repo = await newFolder();
     const result = await cli('add', files.linear, '--model', 'has space', '--repo', repo);

@@ -320,6 +320,48 @@ describe('infer handler', () => {
     });
   });
 
+  describe('a config.json that does not fit its model', () => {
+    it('answers 503 naming the key as for a config that does not parse, backs off, and serves once fixed', async () => {
+      const onnx = buildLinearModel();
+      await publishModel(
+        s3.putObject,
+        s3.bucket,
+        PREFIX,
+        'misfit',
+        { '1': { onnx } },
+        { emptyDims: { X: [0] } },
+      );
+      let now = 0;
+      const h = await harness({}, {}, undefined, () => now);
+      log.clear();
+      const first = await h.invoke('http-v2', 'POST', '/v2/models/misfit/infer', inferBody());
+      expect(first.statusCode).toBe(503);
+      expect(bodyOf(first).error).toBe(
+        "model 'misfit' version 1: config.json is invalid: 'emptyDims' names input 'X', which the model does not have (did you mean 'x'?)",
+      );
+      expect(h.telemetry.ofType('model-load-failed')[0]).toMatchObject({
+        model: 'misfit',
+        error: { code: 'model_config_invalid' },
+      });
+      const second = await h.invoke('http-v2', 'POST', '/v2/models/misfit/infer', inferBody());
+      expect(second.statusCode).toBe(503);
+      expect(second.headers?.['retry-after']).toBe('1');
+      expect(log.count('GetObject', `${PREFIX}/misfit/1/model.onnx`)).toBe(1);
+
+      await publishModel(
+        s3.putObject,
+        s3.bucket,
+        PREFIX,
+        'misfit',
+        { '1': { onnx } },
+        { emptyDims: { x: [0] } },
+      );
+      now += h.runtime.config.configTtlMs + 1000;
+      const fixed = await h.invoke('http-v2', 'POST', '/v2/models/misfit/infer', inferBody());
+      expect(fixed.statusCode).toBe(200);
+    });
+  });
+
   describe('bad input', () => {
     let h: Harness;
     beforeAll(async () => {

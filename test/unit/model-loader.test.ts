@@ -1,4 +1,4 @@
-import { IntegrityError, ModelLoadError } from '../../shared/core/errors';
+import { IntegrityError, ModelConfigError, ModelLoadError } from '../../shared/core/errors';
 import { ModelLoader } from '../../shared/core/model-loader';
 import { ModelRegistry } from '../../shared/core/model-registry';
 import { FakeEngine, FakeStore, MemoryArtifactCache, RecordingTelemetry, sha256 } from '../support/fakes';
@@ -158,6 +158,33 @@ describe('ModelLoader', () => {
     expect(((error as Error).cause as Error).message).toContain(
       "input 'x': dim 1 is 3 but the model takes 2",
     );
+  });
+
+  it('refuses a config.json whose emptyDims names an input the model does not have, as a config error', async () => {
+    const { store, engine, telemetry, registry, loader } = setup();
+    const bytes = Buffer.from('b');
+    store.addVersion('m', '1', bytes, {
+      session: { executionProviders: ['cuda', 'cpu'] },
+      emptyDims: { X: [0] },
+    });
+    // A cuda variant makes two attempts (variant with cuda, then the file with cpu).
+    const config = JSON.parse(store.configs.get('m') as string);
+    config.versions['1'].variants = {
+      fp16: { sha256: sha256(bytes), size: bytes.byteLength, providers: ['cuda'] },
+    };
+    store.configs.set('m', JSON.stringify(config));
+    const error = await loader.load(await registry.resolve('m')).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ModelConfigError);
+    expect((error as ModelConfigError).status).toBe(503);
+    expect((error as Error).message).toBe(
+      "model 'm' version 1: config.json is invalid: 'emptyDims' names input 'X', which the model does not have (did you mean 'x'?)",
+    );
+    // Wrong whichever provider runs it: no fallback to the next one, and no warm-up run.
+    expect(engine.loaded).toHaveLength(1);
+    expect(engine.loaded[0]?.released).toBe(true);
+    expect(engine.loaded[0]?.runs).toBe(0);
+    expect(telemetry.ofType('provider-fallback')).toHaveLength(0);
+    expect(telemetry.ofType('model-load-failed')).toHaveLength(1);
   });
 
   it('wraps engine failures in a ModelLoadError naming the model', async () => {

@@ -1,5 +1,10 @@
 import { ModelConfigError, ModelLoadError, ModelNotFoundError } from '../../shared/core/errors';
-import { parseModelConfig, resolveVersion } from '../../shared/core/model-config';
+import {
+  assertEmptyDimsMatch,
+  emptyDimsProblems,
+  parseModelConfig,
+  resolveVersion,
+} from '../../shared/core/model-config';
 import { ModelRegistry } from '../../shared/core/model-registry';
 import { FakeStore, RecordingTelemetry, sha256 } from '../support/fakes';
 
@@ -98,6 +103,59 @@ describe('ModelRegistry', () => {
           parseModelConfig('m', JSON.stringify({ versions: { '1': version }, emptyDims })),
         ).toThrow(/'emptyDims/);
       }
+    });
+
+    it('refuses unknown keys in session and dynamicBatching, naming the key and the nearest known one', () => {
+      const versions = { '1': { sha256: 'a'.repeat(64), size: 1 } };
+      const parse = (extra: object) => () =>
+        parseModelConfig('m', JSON.stringify({ versions, maxBatchSize: 8, ...extra }));
+      expect(parse({ session: { warmUp: false } })).toThrow(
+        "model 'm': config.json is invalid: 'session' has an unknown key 'warmUp' (did you mean 'warmup'?)",
+      );
+      expect(parse({ session: { intraOpThread: 2, colour: 'red' } })).toThrow(
+        /'session' has an unknown key 'intraOpThread' \(did you mean 'intraOpThreads'\?\); 'session' has an unknown key 'colour' \(known: graphOptimizationLevel, .*disablePrepacking\)/,
+      );
+      expect(parse({ dynamicBatching: { maxQueueDelay: 2 } })).toThrow(
+        "'dynamicBatching' has an unknown key 'maxQueueDelay' (did you mean 'maxQueueDelayMs'?)",
+      );
+      expect(parse({ session: { warmup: [{ inputs: { x: { shap: [1] } } }] } })).toThrow(
+        "'session.warmup[0].inputs.x' has an unknown key 'shap' (did you mean 'shape'?)",
+      );
+      // Every documented key is still taken.
+      expect(
+        parse({
+          session: {
+            graphOptimizationLevel: 'basic',
+            intraOpThreads: 1,
+            interOpThreads: 1,
+            executionProviders: ['cpu'],
+            warmup: false,
+            preferOrtFormat: false,
+            useModelBytesDirectly: false,
+            disablePrepacking: true,
+          },
+          dynamicBatching: { maxBatchSize: 4, maxQueueDelayMs: 1, maxQueueSize: 2 },
+        })(),
+      ).toMatchObject({ session: { warmup: { mode: 'off' } }, dynamicBatching: { maxQueueSize: 2 } });
+    });
+
+    it('checks emptyDims against the inputs of the model once they are known', () => {
+      const signature = {
+        inputs: [
+          { name: 'input_ids', shape: [-1, -1] },
+          { name: 'attention_mask', shape: [-1, -1] },
+          { name: 'opaque', shape: null },
+        ],
+      };
+      expect(emptyDimsProblems({ input_ids: [1], opaque: [5] }, signature)).toEqual([]);
+      expect(emptyDimsProblems({ input_id: [1], colour: [0], attention_mask: [2] }, signature)).toEqual([
+        "'emptyDims' names input 'input_id', which the model does not have (did you mean 'input_ids'?)",
+        "'emptyDims' names input 'colour', which the model does not have (known: input_ids, attention_mask, opaque)",
+        "'emptyDims.attention_mask' lists dim 2 but input 'attention_mask' has rank 2",
+      ]);
+      expect(() => assertEmptyDimsMatch("model 'm' version 1", { input_id: [1] }, signature)).toThrow(
+        ModelConfigError,
+      );
     });
 
     it('reports a malformed config.json with every problem', async () => {

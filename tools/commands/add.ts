@@ -1,4 +1,5 @@
 import {
+  assertEmptyDimsMatch,
   DEFAULT_SESSION_CONFIG,
   type ModelSessionConfig,
   parseModelConfig,
@@ -124,8 +125,8 @@ ${REPOSITORY_HELP}`,
     try {
       const snapshot = await writer.readConfig(model);
       const current = snapshot === undefined ? undefined : parseConfigJson(model, snapshot.text);
-      const recorded =
-        snapshot === undefined ? DEFAULT_SESSION_CONFIG : parseModelConfig(model, snapshot.text).session;
+      const existing = snapshot === undefined ? undefined : parseModelConfig(model, snapshot.text);
+      const recorded = existing?.session ?? DEFAULT_SESSION_CONFIG;
       const session: ModelSessionConfig =
         asked === undefined ? recorded : { ...recorded, warmup: asked.warmup };
       const source: WarmupSource =
@@ -147,6 +148,9 @@ ${REPOSITORY_HELP}`,
       }
       const signature = loaded.signature;
       await loaded.release();
+      // Serving would refuse to load this version under a config.json whose emptyDims it does not fit.
+      if (existing !== undefined)
+        assertEmptyDimsMatch(`model '${model}' version ${version}`, existing.emptyDims, signature);
       const copy = optimize
         ? await buildOrtCopy(bytes, { label, session, ...settings, log: context.err })
         : undefined;

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { parseModelConfig, resolveVersion } from '../../shared/core/model-config';
+import { assertEmptyDimsMatch, parseModelConfig, resolveVersion } from '../../shared/core/model-config';
+import { ARTIFACT_FILE } from '../../shared/core/ports';
 import { checkedSegments, RepositoryError } from '../repository/model-repository-writer';
 import {
   type Command,
@@ -71,7 +72,8 @@ Reads an ONNX file without running it and prints:
 
 With --model, prints a stored version instead (default: the default version, else the highest): its
 files and precision variants with their sizes, the accuracy recorded when each was made (max error,
-cosine, top-1 agreement) and who serves it.
+cosine, top-1 agreement) and who serves it. A config.json that serving would refuse is refused here
+too, with the same message (an unknown key, or an 'emptyDims' input the version's model.onnx lacks).
 
 Options:
   --json   print the same as one JSON object
@@ -112,6 +114,12 @@ async function inspectStored(args: ParsedArgs, context: CommandContext): Promise
     const info = version === undefined ? undefined : config.versions[version];
     if (version === undefined || info === undefined) {
       throw new RepositoryError(`model '${model}' has no version '${requested}' in ${writer.location}`);
+    }
+    if (Object.keys(config.emptyDims).length > 0) {
+      // Only the file knows its inputs: read it when there are emptyDims to check, as serving would.
+      const bytes = await writer.readVersionFile(model, version, ARTIFACT_FILE.onnx);
+      const label = `model '${model}' version ${version}`;
+      assertEmptyDimsMatch(label, config.emptyDims, readOnnxInfo(bytes, `${model}/${version}/model.onnx`));
     }
     if (args.values.json === true) {
       const raw = (JSON.parse(snapshot.text) as { versions: Record<string, unknown> }).versions[version];
