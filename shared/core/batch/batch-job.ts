@@ -16,6 +16,7 @@
  * (`plan`, `scoreShards`, `commitShards`) spread one input over byte-range shards scored in parallel.
  */
 import { ModelNotFoundError, type ServingError } from '../errors';
+import type { ModelConfig } from '../model-config';
 import type { ResolvedModel } from '../model-registry';
 import type { CodecLimits } from '../protocol/infer-types';
 import type { ModelSignature } from '../tensor';
@@ -478,7 +479,7 @@ export class BatchJobRunner {
       if (header !== undefined) {
         job = { ...job, csvHeader: header };
         // Fails the job now (not every record) when no line of this input could be scored.
-        this.#parser(job, signature);
+        this.#parser(job, signature, resolved.config);
       }
     }
     this.#log.info('batch job started', {
@@ -521,11 +522,21 @@ export class BatchJobRunner {
     }
   }
 
-  #parser(job: JobSpec, signature: ModelSignature): (line: Line) => RecordResult {
+  /**
+   * The job's record parser. `config` is the model's config.json as read now: its `emptyDims` is the one
+   * the service checks each run against (the doors' rule), so a record is never refused for a dim 0 the
+   * model takes.
+   */
+  #parser(
+    job: JobSpec,
+    signature: ModelSignature,
+    config: Pick<ModelConfig, 'emptyDims'>,
+  ): (line: Line) => RecordResult {
     return createRecordParser({
       format: job.input.format,
       signature,
       maxBatchSize: job.model.maxBatchSize,
+      emptyDims: config.emptyDims,
       limits: { maxTensorElements: this.#limits.maxTensorElements },
       maxLineBytes: job.settings.maxLineBytes,
       joinInput: job.settings.joinInput,
@@ -564,8 +575,8 @@ export class BatchJobRunner {
       done = true;
     } else {
       // A fresh invocation loads the pinned version again: a 404 then is re-read as at the start.
-      const { signature } = await this.#model(job.model.name, job.model.version);
-      const parse = this.#parser(job, signature);
+      const { resolved, signature } = await this.#model(job.model.name, job.model.version);
+      const parse = this.#parser(job, signature, resolved.config);
       const batched = hasBatchAxis(signature, job.model.maxBatchSize);
       const lines = splitLines(this.#input(job, readFrom), from, job.settings.maxLineBytes);
       let slowest = 0;

@@ -24,7 +24,7 @@ import type { CodecLimits, InferInput } from '../protocol/infer-types';
 import { decodeJsonInputs } from '../protocol/oip-codec';
 import { jsonToTensorData, nestedJsonToTensorData, parseJsonBytes } from '../protocol/oip-json';
 import type { Datatype, ModelSignature, TensorData, TensorSpec } from '../tensor';
-import { validateInputs } from '../validate-inputs';
+import { type InputRules, validateInputs } from '../validate-inputs';
 import { parseCsvLine } from './csv';
 import { UnsupportedInputError } from './errors';
 import type { Line } from './line-splitter';
@@ -69,6 +69,11 @@ export interface RecordParserOptions {
   readonly signature: ModelSignature;
   /** The model's `maxBatchSize` from config.json; 0: no batch axis. */
   readonly maxBatchSize: number;
+  /**
+   * The model's config.json `emptyDims`: the dims an input may have at 0, as the doors allow them (see
+   * {@link InputRules}); none when absent.
+   */
+  readonly emptyDims?: InputRules['emptyDims'];
   readonly limits: CodecLimits;
   /** The longest line read; a longer one fails as a record (the line splitter never holds it). */
   readonly maxLineBytes: number;
@@ -261,7 +266,12 @@ function finish(
   source: () => string,
 ): ParsedRecord {
   const fed = batched ? tensors.map((t) => ({ ...t, shape: [1, ...t.shape] })) : tensors;
-  validateInputs(fed, options.signature, { maxBatchSize: options.maxBatchSize }, options.limits);
+  // The doors' rules, config.json `emptyDims` included: a record fails here exactly where a request would.
+  const rules: InputRules = {
+    maxBatchSize: options.maxBatchSize,
+    ...(options.emptyDims === undefined ? {} : { emptyDims: options.emptyDims }),
+  };
+  validateInputs(fed, options.signature, rules, options.limits);
   const inputs: InferInput[] = [];
   const key: string[] = [];
   let bytes = 0;

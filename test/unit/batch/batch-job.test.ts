@@ -103,6 +103,25 @@ const manifestOf = (s: Setup, name: string) =>
 
 describe('BatchJobRunner', () => {
   describe('runObject', () => {
+    it("takes a dim 0 where the model's config.json emptyDims allows it, as the doors do, and refuses it elsewhere", async () => {
+      const s = setup({}, { ...DOUBLER_SIGNATURE, inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }] });
+      s.models.addVersion('seq', '1', Buffer.from('seq-v1'), { maxBatchSize: 4, emptyDims: { x: [1] } });
+      s.models.addVersion('strict', '1', Buffer.from('strict-v1'), { maxBatchSize: 4 });
+      const input = '{"id": "empty", "x": []}\n{"id": "two", "x": [1, 2]}\n';
+      s.objects.set(BUCKET, 'in/seq/a.jsonl', input);
+      s.objects.set(BUCKET, 'in/strict/a.jsonl', input);
+
+      const [allowed] = await runToEnd(s, 'in/seq/a.jsonl');
+      expect(allowed).toMatchObject({ status: 'succeeded', counts: { read: 2, scored: 2, failed: 0 } });
+      expect(s.objects.text(BUCKET, 'out/seq/a.out.jsonl')).toContain('{"id":"empty","outputs":{"y":[]}}');
+
+      const [refused] = await runToEnd(s, 'in/strict/a.jsonl');
+      expect(refused).toMatchObject({ status: 'succeeded', counts: { read: 2, scored: 1, failed: 1 } });
+      expect(s.objects.text(BUCKET, 'out/strict/a.errors.jsonl')).toContain(
+        "input 'x': dim 1 is 0 (an empty tensor, shape [1,0]); this model does not take empty dims there",
+      );
+    });
+
     it('scores every good record once, files every bad one with its line, and commits a manifest', async () => {
       const s = setup();
       const etag = s.objects.set(BUCKET, 'in/doubler/a.jsonl', INPUT);
