@@ -104,7 +104,10 @@ const manifestOf = (s: Setup, name: string) =>
 describe('BatchJobRunner', () => {
   describe('runObject', () => {
     it("takes a dim 0 where the model's config.json emptyDims allows it, as the doors do, and refuses it elsewhere", async () => {
-      const s = setup({}, { ...DOUBLER_SIGNATURE, inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }] });
+      const s = setup(
+        {},
+        { ...DOUBLER_SIGNATURE, inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }] },
+      );
       s.models.addVersion('seq', '1', Buffer.from('seq-v1'), { maxBatchSize: 4, emptyDims: { x: [1] } });
       s.models.addVersion('strict', '1', Buffer.from('strict-v1'), { maxBatchSize: 4 });
       const input = '{"id": "empty", "x": []}\n{"id": "two", "x": [1, 2]}\n';
