@@ -7,7 +7,8 @@ import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import type { APIGatewayProxyResult, Context } from 'aws-lambda';
 import { withDeadline } from '../../shared/core/deadline';
-import { errorResponse } from '../../shared/core/http-app';
+import type { ResponseTooLargeError } from '../../shared/core/errors';
+import { errorResponse, type HttpResponse } from '../../shared/core/http-app';
 import { configFromEnv, createRuntime, lambdaInit, type Runtime } from '../../shared/runtime/runtime';
 import { type InferEvent, oversizeResponse, toHttpRequest, toResult } from './api-gateway-event';
 
@@ -22,22 +23,38 @@ export function createInferHandler(runtime: Runtime) {
     // The timer answers while the request waits on I/O (a download); a run holds the thread, so runs are
     // admitted against the deadline instead (shared/core/deadline.ts).
     const deadline = { at: runtime.clock() + budget, budgetMs: budget };
-    const request = { ...toHttpRequest(event), deadline };
+    const base = toHttpRequest(event);
+    // The answer converted while the app checked it: the conversion (base64 of a binary body) is done once.
+    let checked: { readonly response: HttpResponse; readonly result: APIGatewayProxyResult } | undefined;
+    const refuse = (tooLarge: ResponseTooLargeError) =>
+      runtime.logger.warn('response over the Lambda payload limit', {
+        path: base.path,
+        reason: tooLarge.message,
+      });
+    // Over Lambda's response limit the runtime would fail the invocation and the client would get a
+    // bodiless gateway error: the app answers 413 with the reason instead, and counts the 413 it answered.
+    const deliver = (response: HttpResponse) => {
+      const result = toResult(response);
+      const tooLarge = oversizeResponse(result);
+      if (tooLarge !== undefined) {
+        refuse(tooLarge);
+        throw tooLarge;
+      }
+      checked = { response, result };
+    };
+    const request = { ...base, deadline, deliver };
     const onUnexpected = (e: unknown) => runtime.logger.error('request failed', { error: e as Error });
     let result: APIGatewayProxyResult;
     try {
-      result = toResult(await withDeadline(runtime.app(request), budget, 'the inference request'));
+      const response = await withDeadline(runtime.app(request), budget, 'the inference request');
+      result = checked?.response === response ? checked.result : toResult(response);
     } catch (error) {
       result = toResult(errorResponse(error, request, onUnexpected));
     }
-    // Over Lambda's response limit the runtime would fail the invocation and the client would get a
-    // bodiless gateway error: answer 413 with the reason instead.
-    const tooLarge = oversizeResponse(result);
+    // A route's answer was checked by `deliver`; this catches any other answer (an error's, say).
+    const tooLarge = result === checked?.result ? undefined : oversizeResponse(result);
     if (tooLarge === undefined) return result;
-    runtime.logger.warn('response over the Lambda payload limit', {
-      path: request.path,
-      reason: tooLarge.message,
-    });
+    refuse(tooLarge);
     return toResult(errorResponse(tooLarge, request, onUnexpected));
   });
   chain.use(injectLambdaContext(runtime.logger));

@@ -34,6 +34,12 @@ export interface HttpRequest {
   readonly signal?: AbortSignal | undefined;
   /** When the answer must be ready (the Lambda door); a run that cannot end before it is refused (504). */
   readonly deadline?: Deadline | undefined;
+  /**
+   * Called with a route's answer before it is reported; throws a {@link ServingError} when the door cannot
+   * deliver it (a Lambda response over the payload limit). The app then answers that error instead, and
+   * the request telemetry records the status actually returned.
+   */
+  readonly deliver?: ((response: HttpResponse) => void) | undefined;
 }
 
 export interface HttpResponse {
@@ -216,6 +222,7 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
       }
       matched = match(routes, request);
       const response = await matched.route.handler(request, matched.params);
+      request.deliver?.(response);
       report(matched, started, 'success', response.status);
       return response;
     } catch (error) {

@@ -15,11 +15,13 @@ import { decodeInferResponse, encodeInferRequest } from '../../shared/core/proto
 import { createRuntime } from '../../shared/runtime/runtime';
 import { buildMlpModel } from '../../tools/onnx/model-builder';
 import { apiEvent, type EventKind, lambdaContext } from '../support/api-gateway';
+import { RecordingTelemetry } from '../support/fakes';
 import { sha256 } from '../support/model-repository';
 
 const WIDTH = 65_536;
 let root: string;
 let handler: ReturnType<typeof createInferHandler>;
+let telemetry: RecordingTelemetry;
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'lambda-response-limit-'));
@@ -35,7 +37,8 @@ beforeAll(async () => {
     { ONNX_SERVE_MODEL_REPOSITORY: root, ONNX_SERVE_DISK_CACHE_MB: '0', ONNX_SERVE_LOG_LEVEL: 'SILENT' },
     { memoryBytes: 2 ** 30, availableParallelism: 1, tmpDir: root },
   );
-  handler = createInferHandler(createRuntime(config, { store: new FileModelStore(root) }));
+  telemetry = new RecordingTelemetry();
+  handler = createInferHandler(createRuntime(config, { store: new FileModelStore(root), telemetry }));
 });
 
 afterAll(async () => {
@@ -89,5 +92,16 @@ describe('infer handler: Lambda response limit (real onnxruntime)', () => {
     expect(binary.statusCode).toBe(413);
     expect((JSON.parse(binary.body) as { error: string }).error).toMatch(/or send a smaller batch$/);
     expect((await infer('http-v2', 1, false)).statusCode).toBe(200);
+  });
+
+  it('counts a refused answer as the 413 it was in the request telemetry, not as the 200 the route made', async () => {
+    const requests = () => telemetry.ofType('request');
+    const before = requests().length;
+    expect((await infer('http-v2', 8, false)).statusCode).toBe(413);
+    expect((await infer('http-v2', 1, false)).statusCode).toBe(200);
+    expect(requests().slice(before)).toEqual([
+      expect.objectContaining({ model: 'wide', status: 413, outcome: 'response_too_large' }),
+      expect.objectContaining({ model: 'wide', status: 200, outcome: 'success' }),
+    ]);
   });
 });
