@@ -4,9 +4,13 @@
  * default version reaches warm instances cheaply; when that re-read fails, or reads a document that does
  * not parse, the last good config is kept (a flaky bucket must not take a warm instance down). A config
  * whose artifact failed its integrity check is distrusted: the next read is unconditional, since an answer
- * with other content under the real ETag would otherwise be confirmed by every later 304.
+ * with other content under the real ETag would otherwise be confirmed by every later 304. A config.json
+ * that does not parse, with nothing cached to serve instead, is remembered with the load backoff (1 s
+ * doubling to 60 s): until it ends, requests for the model are answered with its reason and `Retry-After`
+ * ({@link ModelLoadBackoffError}) without a store request, so a flood of requests is not a flood of GETs.
  */
-import { ModelLoadError, ModelNotFoundError, ServingError } from './errors';
+import { ModelLoadBackoffError, ModelLoadError, ModelNotFoundError, ServingError } from './errors';
+import { DEFAULT_LOAD_BACKOFF, type LoadBackoff } from './model-cache';
 import { type ModelConfig, parseModelConfig, resolveVersion } from './model-config';
 import { assertModelName, assertVersion } from './names';
 import type { ArtifactFormat, Clock, ModelStore, Telemetry } from './ports';
@@ -34,6 +38,15 @@ export interface ModelRegistryOptions {
   readonly clock?: Clock;
   /** Hears of re-read configs that could not be used (`config-rejected`). */
   readonly telemetry?: Telemetry;
+  /** How long a config.json that does not parse is remembered; default {@link DEFAULT_LOAD_BACKOFF}. */
+  readonly loadBackoff?: LoadBackoff;
+}
+
+/** A config.json that did not parse (nothing cached), remembered until `until`. */
+interface ConfigFailure {
+  readonly error: ServingError;
+  readonly count: number;
+  readonly until: number;
 }
 
 /** How {@link ModelRegistry.resolve} reads config.json. */
@@ -55,12 +68,16 @@ export class ModelRegistry {
    * client asking for made-up names cannot turn each request into a GET. Bounded, oldest dropped first.
    */
   readonly #missing = new Map<string, number>();
+  /** Models whose config.json did not parse, with nothing cached; bounded as {@link #missing}. */
+  readonly #failures = new Map<string, ConfigFailure>();
+  readonly #backoff: LoadBackoff;
 
   constructor(options: ModelRegistryOptions) {
     this.#store = options.store;
     this.#ttlMs = options.configTtlMs;
     this.#clock = options.clock ?? Date.now;
     this.#telemetry = options.telemetry ?? NO_TELEMETRY;
+    this.#backoff = options.loadBackoff ?? DEFAULT_LOAD_BACKOFF;
   }
 
   /**
@@ -111,6 +128,9 @@ export class ModelRegistry {
     const missingSince = this.#missing.get(model);
     if (!fresh && missingSince !== undefined && this.#clock() - missingSince < this.#ttlMs)
       throw notFound(model);
+    const failure = this.#failures.get(model);
+    const waitMs = failure === undefined ? 0 : failure.until - this.#clock();
+    if (!fresh && failure !== undefined && waitMs > 0) throw new ModelLoadBackoffError(failure.error, waitMs);
     let read = this.#reads.get(model);
     if (read === undefined) {
       read = this.#read(model, cached).finally(() => this.#reads.delete(model));
@@ -143,6 +163,7 @@ export class ModelRegistry {
     }
     if (document === undefined || document === 'not-modified') {
       this.#configs.delete(model);
+      this.#failures.delete(model);
       this.#remember(model);
       throw notFound(model);
     }
@@ -151,15 +172,33 @@ export class ModelRegistry {
     try {
       config = parseModelConfig(model, document.text);
     } catch (error) {
-      if (cached === undefined || !(error instanceof ServingError)) throw error;
+      if (!(error instanceof ServingError)) throw error;
+      if (cached === undefined) {
+        // Nothing to serve instead: the next requests are answered from memory until the backoff ends.
+        this.#rememberFailure(model, error);
+        throw error;
+      }
       // A config that does not parse never replaces one that serves; it is read again after another TTL
       // (unconditionally if the cached one is distrusted, or with the cached ETag, which no longer matches).
       cached.checkedAt = this.#clock();
       this.#telemetry.emit({ type: 'config-rejected', model, error });
       return cached.config;
     }
+    this.#failures.delete(model);
     this.#configs.set(model, { config, etag: document.etag, checkedAt: this.#clock(), distrusted: false });
     return config;
+  }
+
+  #rememberFailure(model: string, error: ServingError): void {
+    const count = (this.#failures.get(model)?.count ?? 0) + 1;
+    const { initialMs, maxMs } = this.#backoff;
+    const delay = Math.min(maxMs, initialMs * 2 ** Math.min(count - 1, 30));
+    this.#failures.delete(model);
+    this.#failures.set(model, { error, count, until: this.#clock() + delay });
+    if (this.#failures.size > MAX_MISSING) {
+      const oldest = this.#failures.keys().next().value;
+      if (oldest !== undefined) this.#failures.delete(oldest);
+    }
   }
 
   #remember(model: string): void {

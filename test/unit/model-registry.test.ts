@@ -1,4 +1,9 @@
-import { ModelConfigError, ModelLoadError, ModelNotFoundError } from '../../shared/core/errors';
+import {
+  ModelConfigError,
+  ModelLoadBackoffError,
+  ModelLoadError,
+  ModelNotFoundError,
+} from '../../shared/core/errors';
 import {
   assertEmptyDimsMatch,
   emptyDimsProblems,
@@ -169,6 +174,45 @@ describe('ModelRegistry', () => {
       expect((error as Error).message).toMatch(/sha256.*64 lowercase hex/);
       expect((error as Error).message).toMatch(/size.*positive integer/);
       expect((error as Error).message).toMatch(/maxBatchSize/);
+    });
+  });
+
+  describe('a config.json that does not parse, with nothing cached', () => {
+    it('is remembered with the load backoff: 503 with Retry-After and no store request until it ends', async () => {
+      const { store, registry, advance } = setup(30_000);
+      store.configs.set('m', '{"versions": {');
+      const first = await registry.resolve('m').catch((e: unknown) => e);
+      expect(first).toBeInstanceOf(ModelConfigError);
+      expect(store.count('config:m')).toBe(1);
+      // A flood within the backoff: answered from memory, with the reason and when to come back.
+      for (let i = 0; i < 50; i++) {
+        const error = await registry.resolve('m').catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(ModelLoadBackoffError);
+        expect(error).toMatchObject({ status: 503, code: 'model_config_invalid' });
+        expect((error as ModelLoadBackoffError).headers).toEqual({ 'retry-after': '1' });
+        expect((error as Error).message).toBe(
+          "model 'm': config.json is not valid JSON (not tried again for 1 s)",
+        );
+      }
+      expect(store.count('config:m')).toBe(1);
+      // Each failure in a row doubles the wait: 1 s, then 2 s.
+      advance(1000);
+      await expect(registry.resolve('m')).rejects.toBeInstanceOf(ModelConfigError);
+      expect(store.count('config:m')).toBe(2);
+      advance(1999);
+      await expect(registry.resolve('m')).rejects.toBeInstanceOf(ModelLoadBackoffError);
+      expect(store.count('config:m')).toBe(2);
+      // A reader that must know now (a batch job's recheck) reads past it.
+      await expect(registry.resolve('m', undefined, { fresh: true })).rejects.toBeInstanceOf(
+        ModelConfigError,
+      );
+      expect(store.count('config:m')).toBe(3);
+      // Fixed: read once the backoff ends, served, and forgotten.
+      store.configs.delete('m');
+      store.addVersion('m', '1', Buffer.from('a'));
+      advance(4000);
+      await expect(registry.resolve('m')).resolves.toMatchObject({ version: '1' });
+      expect(store.count('config:m')).toBe(4);
     });
   });
 
