@@ -27,6 +27,7 @@ import {
   InputMismatchError,
   isTerminalJobError,
   TooManyContinuationsError,
+  UnreadableBatchStateError,
   UnsupportedInputError,
 } from './errors';
 import type { BatchEvent, ShardItem } from './events';
@@ -41,6 +42,7 @@ import {
   type Manifest,
   type PartRecord,
   PLAN_FORMAT,
+  type Plan,
   parseCheckpoint,
   parseManifest,
   parsePlan,
@@ -229,7 +231,14 @@ export class BatchJobRunner {
     if ('status' in prepared) return prepared;
     const { names, outputBucket } = prepared;
     const ref = { bucket: outputBucket, key: checkpointKey(names.work, WHOLE_INPUT) };
-    let checkpoint = await this.#loadCheckpoint(ref, prepared.etag);
+    let checkpoint: Checkpoint | undefined;
+    try {
+      checkpoint = await this.#loadCheckpoint(ref, prepared.etag);
+    } catch (error) {
+      // An unreadable checkpoint holds no job to fail: the failure is recorded as before a start.
+      if (isTerminalJobError(error)) return this.#failBeforeStart(prepared, error);
+      throw error;
+    }
     if (checkpoint === undefined) {
       let job: JobSpec;
       try {
@@ -335,9 +344,9 @@ export class BatchJobRunner {
         ...(item.newlinesBefore === undefined ? {} : { newlinesBefore: item.newlinesBefore }),
       };
       const ref = { bucket: job.output.bucket, key: checkpointKey(job.output.work, shard) };
-      const checkpoint = (await this.#loadCheckpoint(ref, job.input.etag)) ?? initialCheckpoint(job, shard);
       let run: ShardRun;
       try {
+        const checkpoint = (await this.#loadCheckpoint(ref, job.input.etag)) ?? initialCheckpoint(job, shard);
         run = await this.#runShard(checkpoint, clock, !worked);
       } catch (error) {
         if (!isTerminalJobError(error)) throw error;
@@ -362,19 +371,28 @@ export class BatchJobRunner {
     const keys = planKeys(job.output.work);
     const text = await this.#store.getText({ bucket, key: keys.plan });
     if (text === undefined) throw new BatchStateError(`the job for '${job.input.key}' has no plan`);
-    const plan = parsePlan(text);
+    let reading: ShardSpec = WHOLE_INPUT;
+    let plan: Plan;
     const checkpoints: Checkpoint[] = [];
-    for (const shard of plan.shards) {
-      const checkpoint = await this.#loadCheckpoint(
-        { bucket, key: checkpointKey(job.output.work, shard) },
-        job.input.etag,
-      );
-      if (checkpoint?.done !== true) {
-        throw new BatchStateError(
-          `shard [${shard.start}, ${shard.end ?? 'end'}) of '${job.input.key}' is not done`,
+    try {
+      plan = parsePlan(text);
+      for (const shard of plan.shards) {
+        reading = shard;
+        const checkpoint = await this.#loadCheckpoint(
+          { bucket, key: checkpointKey(job.output.work, shard) },
+          job.input.etag,
         );
+        if (checkpoint?.done !== true) {
+          throw new BatchStateError(
+            `shard [${shard.start}, ${shard.end ?? 'end'}) of '${job.input.key}' is not done`,
+          );
+        }
+        checkpoints.push(checkpoint);
       }
-      checkpoints.push(checkpoint);
+    } catch (error) {
+      // A plan or checkpoint that does not parse never will: the job fails instead of retrying forever.
+      if (isTerminalJobError(error)) return this.#fail(job, reading, error);
+      throw error;
     }
     return this.#commit(plan.job, checkpoints, [keys.plan, keys.items], 1);
   }
@@ -778,7 +796,7 @@ export class BatchJobRunner {
         manifest: { bucket: outputBucket, key: names.manifest },
         startedAt: new Date(this.#now()).toISOString(),
         invocations: 1,
-        work: [],
+        work: unreadableKeys(error),
       },
       error,
       object.key,
@@ -793,7 +811,7 @@ export class BatchJobRunner {
     const ref = { bucket: job.output.bucket, key: checkpointKey(job.output.work, shard) };
     // The stored checkpoint lists every part written so far, this invocation's included.
     const stored = await this.#loadCheckpoint(ref, job.input.etag).catch(() => undefined);
-    const work = stored === undefined ? [] : [...workKeys(stored), ref.key];
+    const work = stored === undefined ? unreadableKeys(error) : [...workKeys(stored), ref.key];
     return this.#writeFailed(
       {
         input: job.input,
@@ -878,7 +896,13 @@ export class BatchJobRunner {
   async #loadCheckpoint(ref: ObjectRef, etag: string): Promise<Checkpoint | undefined> {
     const text = await this.#store.getText(ref);
     if (text === undefined) return undefined;
-    const checkpoint = parseCheckpoint(text);
+    let checkpoint: Checkpoint;
+    try {
+      checkpoint = parseCheckpoint(text);
+    } catch (error) {
+      if (!(error instanceof UnreadableBatchStateError)) throw error;
+      throw new UnreadableBatchStateError(`${error.message}: ${ref.key}`, { cause: error, key: ref.key });
+    }
     if (checkpoint.job.input.etag !== etag) {
       throw new BatchStateError(`the checkpoint ${ref.key} belongs to another version of the input`);
     }
@@ -977,4 +1001,9 @@ function initialCheckpoint(job: JobSpec, shard: ShardSpec): Checkpoint {
 /** The part objects a checkpoint lists. */
 function workKeys(checkpoint: Checkpoint): string[] {
   return checkpoint.parts.flatMap((p) => [p.out?.key, p.errors?.key].filter((k) => k !== undefined));
+}
+
+/** The unreadable state object `error` names, to delete with the failed manifest (a re-run starts afresh). */
+function unreadableKeys(error: ServingError): string[] {
+  return error instanceof UnreadableBatchStateError && error.key !== undefined ? [error.key] : [];
 }

@@ -45,8 +45,22 @@ export class InputReadError extends ServingError {
 
 /** Saved job state (a checkpoint, a plan, a shard) is missing, malformed or from another job. */
 export class BatchStateError extends ServingError {
-  override readonly code = 'batch_state_invalid';
+  override readonly code: string = 'batch_state_invalid';
   override readonly status = 500;
+}
+
+/**
+ * Saved job state that does not parse: not JSON, not our format, or incomplete. Terminal: the same object
+ * parses no better on a retry, so retrying would only end in the failure queue. `key` names the object
+ * (when known), deleted with the failed manifest so that running the job again starts afresh.
+ */
+export class UnreadableBatchStateError extends BatchStateError {
+  override readonly code = 'batch_state_unreadable';
+  readonly key: string | undefined;
+  constructor(message: string, options?: ErrorOptions & { readonly key?: string }) {
+    super(message, options);
+    this.key = options?.key;
+  }
 }
 
 /** A job that needed more continuations than allowed: a guard against a chain that never ends. */
@@ -67,13 +81,14 @@ export class ExecutionConflictError extends ServingError {
 /**
  * Whether `error` ends a job for good, with a `failed` manifest: a model that does not exist (decided after
  * the runner's re-reads), an input it cannot score (bad format, inputs it cannot build), a runaway
- * continuation chain. Every other error is retryable: the invocation fails, writes no manifest, and Lambda's
+ * continuation chain, saved state (a checkpoint, a plan) that does not parse. Every other error is retryable: the invocation fails, writes no manifest, and Lambda's
  * asynchronous retry or the state machine's `Retry` runs it again.
  */
 export function isTerminalJobError(error: unknown): error is ServingError {
   return (
     error instanceof ModelNotFoundError ||
     error instanceof UnsupportedInputError ||
-    error instanceof TooManyContinuationsError
+    error instanceof TooManyContinuationsError ||
+    error instanceof UnreadableBatchStateError
   );
 }

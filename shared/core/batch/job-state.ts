@@ -3,7 +3,7 @@
  * sharded run and the manifest, the commit point. Completed parts are immutable objects; a checkpoint
  * lists them and the input offset where the next part starts, so a resumed run reads on from there.
  */
-import { BatchStateError } from './errors';
+import { BatchStateError, UnreadableBatchStateError } from './errors';
 import type { InputFormat } from './object-names';
 
 /** The `format` tag of each stored document; a reader refuses any other. */
@@ -220,19 +220,19 @@ function parseStored(text: string, format: string, what: string): Json {
   try {
     value = JSON.parse(text);
   } catch (error) {
-    throw new BatchStateError(`the ${what} is not valid JSON`, { cause: error });
+    throw new UnreadableBatchStateError(`the ${what} is not valid JSON`, { cause: error });
   }
   if (typeof value !== 'object' || value === null || (value as Json).format !== format) {
-    throw new BatchStateError(`the ${what} is not a ${format} document`);
+    throw new UnreadableBatchStateError(`the ${what} is not a ${format} document`);
   }
   return value as Json;
 }
 
-/** @throws {@link BatchStateError} when `text` is not a checkpoint */
+/** @throws {@link UnreadableBatchStateError} when `text` is not a checkpoint */
 export function parseCheckpoint(text: string): Checkpoint {
   const value = parseStored(text, CHECKPOINT_FORMAT, 'checkpoint');
   if (!isJobSpec(value.job) || !Array.isArray(value.parts) || typeof value.done !== 'boolean') {
-    throw new BatchStateError('the checkpoint is incomplete');
+    throw new UnreadableBatchStateError('the checkpoint is incomplete');
   }
   return value as unknown as Checkpoint;
 }
@@ -247,11 +247,11 @@ export function parseManifest(text: string): Manifest {
   return value as unknown as Manifest;
 }
 
-/** @throws {@link BatchStateError} when `text` is not a plan */
+/** @throws {@link UnreadableBatchStateError} when `text` is not a plan */
 export function parsePlan(text: string): Plan {
   const value = parseStored(text, PLAN_FORMAT, 'plan');
   if (!isJobSpec(value.job) || !Array.isArray(value.shards))
-    throw new BatchStateError('the plan is incomplete');
+    throw new UnreadableBatchStateError('the plan is incomplete');
   return value as unknown as Plan;
 }
 

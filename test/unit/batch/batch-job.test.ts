@@ -7,6 +7,7 @@ import {
   UnsupportedInputError,
 } from '../../../shared/core/batch/errors';
 import {
+  CHECKPOINT_FORMAT,
   type Checkpoint,
   checkpointKey,
   type Manifest,
@@ -219,6 +220,42 @@ describe('BatchJobRunner', () => {
       );
       expect(manifestOf(s, 'a').counts).toEqual({ read: 21, scored: 19, failed: 2 });
     });
+
+    it.each([
+      ['not JSON', '{"format": "onnx-serverless-batch-checkpoint'],
+      ['not a checkpoint', '{"hello": "world"}'],
+      ['incomplete', JSON.stringify({ format: CHECKPOINT_FORMAT, done: false })],
+    ])(
+      'fails the job for good on a checkpoint that does not parse (%s), and a re-run starts afresh',
+      async (_, text) => {
+        const s = setup();
+        s.objects.set(BUCKET, 'in/doubler/a.jsonl', INPUT);
+        const object = { bucket: BUCKET, key: 'in/doubler/a.jsonl' };
+        expect((await s.runner.runObject(object, NONE)).status).toBe('continued');
+        const key = (
+          s.objects.keys(`${BUCKET}/out/`).find((k) => k.endsWith('checkpoint.json')) as string
+        ).slice(BUCKET.length + 1);
+        s.objects.set(BUCKET, key, text);
+
+        // Thrown, it would fail every retry the same way and end in the failure queue.
+        const outcome = await s.runner.runObject(object, ENOUGH, 1);
+        expect(outcome).toMatchObject({
+          status: 'failed',
+          error: { code: 'batch_state_unreadable', message: expect.stringContaining(key) },
+        });
+        expect(manifestOf(s, 'a')).toMatchObject({
+          status: 'failed',
+          error: { code: 'batch_state_unreadable' },
+        });
+        expect(s.objects.text(BUCKET, key)).toBeUndefined();
+        expect(await s.runner.runObject(object, ENOUGH)).toMatchObject({ status: 'skipped' });
+
+        // As docs/batch.md says: delete the manifest and deliver the event again.
+        await s.objects.remove(BUCKET, ['out/doubler/a.manifest.json']);
+        const [again] = await runToEnd(s, 'in/doubler/a.jsonl');
+        expect(again).toMatchObject({ status: 'succeeded', counts: { read: 21, scored: 19, failed: 2 } });
+      },
+    );
 
     it('does nothing for a re-delivered event of a committed version', async () => {
       const s = setup();
@@ -509,6 +546,31 @@ describe('BatchJobRunner', () => {
       expect(rounds).toBeGreaterThan(1);
       const outcome = await s.runner.commitShards(plan.job);
       expect(outcome).toMatchObject({ status: 'succeeded', counts: { read: 21, scored: 19, failed: 2 } });
+    });
+
+    it('fails the job for good when a shard checkpoint does not parse, scoring or committing', async () => {
+      for (const stage of ['score', 'commit'] as const) {
+        const s = setup();
+        s.objects.set(BUCKET, 'in/doubler/a.jsonl', INPUT);
+        const plan = await planned(s, 'in/doubler/a.jsonl');
+        const items = JSON.parse(s.objects.text(BUCKET, plan.items.key) ?? '[]');
+        await s.runner.scoreShards(plan.job, items.slice(0, 1), ENOUGH);
+        const key = (
+          s.objects.keys(`${BUCKET}/out/`).find((k) => k.endsWith('checkpoint.json')) as string
+        ).slice(BUCKET.length + 1);
+        s.objects.set(BUCKET, key, 'garbage');
+        const outcome =
+          stage === 'score'
+            ? await s.runner.scoreShards(plan.job, items, ENOUGH)
+            : await s.runner.commitShards(plan.job);
+        if (stage === 'score') expect(outcome).toMatchObject({ done: true });
+        else expect(outcome).toMatchObject({ status: 'failed', error: { code: 'batch_state_unreadable' } });
+        expect(manifestOf(s, 'a')).toMatchObject({
+          status: 'failed',
+          error: { code: 'batch_state_unreadable' },
+        });
+        expect(s.objects.text(BUCKET, key)).toBeUndefined();
+      }
     });
 
     it('refuses to commit while a shard is not done', async () => {
