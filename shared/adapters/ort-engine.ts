@@ -13,6 +13,7 @@ import type {
   LoadedModel,
 } from '../core/ports';
 import type { Datatype, ModelSignature, Tensor, TensorData, TensorSpec } from '../core/tensor';
+import { missingProviderLibrary, ortBinaryFolder } from './provider-libraries';
 
 /** onnxruntime's element type of each OIP datatype. */
 export const ORT_TYPE_OF: Readonly<Record<Datatype, ort.Tensor.Type>> = {
@@ -138,6 +139,16 @@ const probes = new Map<string, Promise<Error | undefined>>();
 /** See {@link OrtEngine.providerUnavailable}; shared by every engine of the process. */
 export function probeProvider(provider: string): Promise<Error | undefined> {
   let probe = probes.get(provider);
+  const missing = probe === undefined ? missingProviderLibrary(provider, ortBinaryFolder()) : undefined;
+  if (missing !== undefined) {
+    // Known without asking onnxruntime, which would print its own error line about the library.
+    probe = Promise.resolve(
+      new Error(
+        `execution provider '${provider}' is not available on this host: onnxruntime-node has no ${missing} here (a CPU-only install; ONNXRUNTIME_NODE_INSTALL=cuda12 installs the GPU providers)`,
+      ),
+    );
+    probes.set(provider, probe);
+  }
   if (probe === undefined) {
     probe = ort.InferenceSession.create(PROBE_MODEL, { executionProviders: [provider] }).then(
       async (session) => {
