@@ -192,22 +192,25 @@ describe('S3ModelStore under faults', () => {
   });
 
   it('reads again a part whose body stalls past the socket timeout', async () => {
+    // 1 s, far below the 10 s stall, and far above the pauses a loaded machine puts into a healthy part.
     const impatient = new S3Client({
       endpoint: proxy.endpoint,
       forcePathStyle: true,
       region: 'us-east-1',
       credentials: S3RVER_CREDENTIALS,
-      requestHandler: { socketTimeout: 300 },
+      requestHandler: { socketTimeout: 1_000 },
     });
     try {
       const { store: s, retries } = store({ client: impatient });
-      proxy.inject({ key: KEY, range: PART_4, fault: { kind: 'stall', ms: 5000, after: half } });
+      proxy.inject({ key: KEY, range: PART_4, fault: { kind: 'stall', ms: 10_000, after: half } });
 
       const bytes = await s.readArtifact('det', '1', 'onnx', DETECTOR.byteLength);
 
       expect(Buffer.from(bytes).equals(DETECTOR)).toBe(true);
       expect(rangesRequested().get(PART_4)).toBe(2);
-      expect(retries.map((r) => r.reason)).toEqual([
+      // The stalled part's retry; another part slowed past the timeout by a loaded machine would be
+      // read again the same way, and is not this test's business.
+      expect(retries.filter((r) => r.part === 4).map((r) => r.reason)).toEqual([
         expect.stringMatching(/^the connection stalled past the socket timeout after \d/),
       ]);
     } finally {
