@@ -1,6 +1,7 @@
 // Bundles every entry point with esbuild: CommonJS (Lambda finds the onnxruntime layer through NODE_PATH,
 // which ESM ignores), onnxruntime-node external (a native addon, shipped in a layer or node_modules),
-// source maps for readable stack traces. `node tools/build.mjs [name...]` builds a subset.
+// source maps for readable stack traces. `node tools/build.mjs [name...] [--out dir]` builds a subset
+// (into `dir` instead of dist/, e.g. for a test that must not replace dist/ under other tests).
 import { build } from 'esbuild';
 
 export const ENTRIES = {
@@ -27,10 +28,21 @@ export const BUILD_OPTIONS = {
   target: 'node20',
   sourcemap: true,
   external: ['onnxruntime-node'],
+  // Packages' ES module builds first (the AWS SDK's dist-es, where `main` is dist-cjs): esbuild can then
+  // leave out what is never imported (client-s3's other commands and their schemas). The infer bundle
+  // goes from 1.76 to 1.37 MB, and a cold start of the 1 MB MLP from 183 to 159 ms here (issue 11).
+  mainFields: ['module', 'main'],
   logLevel: 'warning',
 };
 
-const wanted = process.argv.slice(2);
+const args = process.argv.slice(2);
+const outAt = args.indexOf('--out');
+const out = outAt === -1 ? 'dist' : args[outAt + 1];
+if (out === undefined) {
+  console.error('--out names a folder');
+  process.exit(2);
+}
+const wanted = outAt === -1 ? args : args.filter((_, i) => i !== outAt && i !== outAt + 1);
 const names = wanted.length > 0 ? wanted : Object.keys(ENTRIES);
 for (const name of names) {
   const entry = ENTRIES[name];
@@ -38,8 +50,8 @@ for (const name of names) {
     console.error(`unknown entry '${name}'; known: ${Object.keys(ENTRIES).join(', ')}`);
     process.exit(2);
   }
-  await build({ ...BUILD_OPTIONS, entryPoints: [entry], outfile: `dist/${name}/index.js` });
+  await build({ ...BUILD_OPTIONS, entryPoints: [entry], outfile: `${out}/${name}/index.js` });
   for (const [worker, source] of Object.entries(WORKERS[name] ?? {})) {
-    await build({ ...BUILD_OPTIONS, entryPoints: [source], outfile: `dist/${name}/${worker}.js` });
+    await build({ ...BUILD_OPTIONS, entryPoints: [source], outfile: `${out}/${name}/${worker}.js` });
   }
 }

@@ -2,7 +2,7 @@
  * The onnxruntime-node adapter of the {@link InferenceEngine} port: sessions from bytes, the model's
  * signature from onnxruntime's metadata, and tensors converted both ways.
  */
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
 import { InputRejectedError, ModelLoadError } from '../core/errors';
 import { printable } from '../core/names';
 import type {
@@ -13,6 +13,7 @@ import type {
   LoadedModel,
 } from '../core/ports';
 import type { Datatype, ModelSignature, Tensor, TensorData, TensorSpec } from '../core/tensor';
+import { onnxruntime, prepareOnnxruntime } from './onnxruntime-module';
 import { missingProviderLibrary, ortBinaryFolder } from './provider-libraries';
 
 /** onnxruntime's element type of each OIP datatype. */
@@ -91,7 +92,7 @@ export class OrtEngine implements InferenceEngine {
       try {
         // One provider per attempt: onnxruntime-common would otherwise drop unavailable ones with a
         // console.warn, and onnxruntime keeps CPU behind any provider for the nodes it cannot run.
-        session = await ort.InferenceSession.create(artifact.bytes, {
+        session = await onnxruntime().InferenceSession.create(artifact.bytes, {
           ...base,
           executionProviders: [provider],
         });
@@ -115,6 +116,11 @@ export class OrtEngine implements InferenceEngine {
     throw new ModelLoadError(`onnxruntime could not create the session (${reasons})`, {
       cause: fallbacks.at(-1)?.error,
     });
+  }
+
+  /** Loads onnxruntime-node on the next turn of the event loop, while the caller's download runs. */
+  prepare(): Promise<void> {
+    return prepareOnnxruntime();
   }
 
   /**
@@ -150,7 +156,8 @@ export function probeProvider(provider: string): Promise<Error | undefined> {
     probes.set(provider, probe);
   }
   if (probe === undefined) {
-    probe = ort.InferenceSession.create(PROBE_MODEL, { executionProviders: [provider] }).then(
+    probe = (async () =>
+      onnxruntime().InferenceSession.create(PROBE_MODEL, { executionProviders: [provider] }))().then(
       async (session) => {
         await session.release();
         return undefined;
@@ -295,7 +302,8 @@ function toTensorSpec(metadata: ort.InferenceSession.ValueMetadata, kind: 'input
 function toOrtTensor(tensor: Tensor): ort.Tensor {
   const type = ORT_TYPE_OF[tensor.datatype];
   // The union is checked by onnxruntime at construction (type against typed array, length against shape).
-  return new ort.Tensor(type, tensor.data as Exclude<TensorData, BigUint64Array>, tensor.shape);
+  const { Tensor: OrtTensor } = onnxruntime();
+  return new OrtTensor(type, tensor.data as Exclude<TensorData, BigUint64Array>, tensor.shape);
 }
 
 function fromOrtTensor(name: string, value: ort.Tensor): Tensor {

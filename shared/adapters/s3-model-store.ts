@@ -250,9 +250,10 @@ export class S3ModelStore implements ModelStore {
     format: ArtifactFormat,
     size: number,
     variant?: string,
+    onUnderWay?: () => void,
   ): Promise<HashedArtifact> {
     const hash = createHash('sha256');
-    const { bytes } = await this.read(model, version, format, size, variant, hash);
+    const { bytes } = await this.read(model, version, format, size, variant, hash, onUnderWay);
     return { bytes, sha256: hash.digest('hex') };
   }
 
@@ -263,6 +264,7 @@ export class S3ModelStore implements ModelStore {
     size: number,
     variant: string | undefined,
     hash: Hash | undefined,
+    onUnderWay?: () => void,
   ): Promise<{ bytes: Uint8Array }> {
     const file = checkArtifactRequest(model, version, format, size, variant);
     const key = this.key(model, version, file);
@@ -280,7 +282,7 @@ export class S3ModelStore implements ModelStore {
       reason,
     });
     try {
-      await this.readParts(key, bytes, abort, retried, hash);
+      await this.readParts(key, bytes, abort, retried, hash, onUnderWay);
     } catch (error) {
       abort.abort();
       throw this.translate(error, model, version, file);
@@ -362,6 +364,7 @@ export class S3ModelStore implements ModelStore {
     abort: AbortController,
     retried: (part: Part, attempt: number, reason: string) => Omit<DownloadRetry, 'delayMs'>,
     hash: Hash | undefined,
+    onUnderWay: (() => void) | undefined,
   ): Promise<void> {
     const size = bytes.byteLength;
     const count = Math.ceil(size / this.partSize);
@@ -374,7 +377,7 @@ export class S3ModelStore implements ModelStore {
     // replaced object is never mixed in, retries of the first part included.
     const object: { etag: string | undefined } = { etag: undefined };
     if (count === 1) {
-      await this.readPart(key, bytes, part(0), object, abort.signal, retried, true);
+      await this.readPart(key, bytes, part(0), object, abort.signal, retried, true, onUnderWay);
       hashed?.done(0);
       return;
     }
@@ -397,6 +400,7 @@ export class S3ModelStore implements ModelStore {
     };
     const first = this.readPart(key, bytes, part(0), object, abort.signal, retried, false, () => {
       for (let i = 1; i < Math.min(this.concurrency, count); i++) tasks.push(guard(worker));
+      onUnderWay?.();
     }).then(() => hashed?.done(0));
     const tasks = [
       guard(async () => {

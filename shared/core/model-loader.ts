@@ -151,6 +151,8 @@ export class ModelLoader {
         format,
         size,
         variant,
+        // The engine's library (onnxruntime-node) loads while the bytes are on their way.
+        () => void this.#engine.prepare?.(),
       ));
     }
     bytes ??= await this.#store.readArtifact(name, version, format, size, variant);

@@ -50,6 +50,8 @@ export interface ModelStore {
   /**
    * {@link readArtifact}, returning the bytes' sha256 (hex) too, computed while they arrive rather than
    * after the last byte: the loader then only compares it. Optional: without it the loader hashes.
+   * `onUnderWay`, where given, is called once when the transfer is under way (the first answer's headers
+   * are in and every request read at once has been made), so that what the caller does then overlaps it.
    */
   readArtifactHashed?(
     model: string,
@@ -57,6 +59,7 @@ export interface ModelStore {
     format: ArtifactFormat,
     size: number,
     variant?: string,
+    onUnderWay?: () => void,
   ): Promise<HashedArtifact>;
   /** Names of the models in the repository (folders or prefixes that hold a config.json). */
   listModels(): Promise<string[]>;
@@ -122,6 +125,12 @@ export interface InferenceEngine {
    * Optional: an engine without it has every provider tried with the file.
    */
   providerUnavailable?(provider: string): Promise<Error | undefined>;
+  /**
+   * Starts loading what creating a session needs (onnxruntime's native addon) on a later turn of the
+   * event loop, and resolves when it has; never rejects (a failure is met by {@link load}). The loader
+   * calls it once a download is under way, so the two overlap. Optional.
+   */
+  prepare?(): Promise<void>;
 }
 
 /** What the core reports; the runtime turns these into logs and metrics. */

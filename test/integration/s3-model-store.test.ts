@@ -155,6 +155,44 @@ describe('S3ModelStore', () => {
       expect(most).toBeLessThanOrEqual(3);
     });
 
+    it('says once when the download is under way: first headers in, every concurrent GET asked for', async () => {
+      const sent: string[] = [];
+      server.client.middlewareStack.add(
+        (next) => async (args) => {
+          sent.push(String((args.input as { Range?: string }).Range));
+          return next(args);
+        },
+        { step: 'initialize', name: 'sent' },
+      );
+      const underWay: number[] = [];
+      try {
+        const { bytes } = await store({ partSize: MiB, concurrency: 4 }).readArtifactHashed(
+          'big',
+          '1',
+          'onnx',
+          size,
+          undefined,
+          () => underWay.push(sent.length),
+        );
+        expect(Buffer.from(bytes).equals(big)).toBe(true);
+      } finally {
+        server.client.middlewareStack.remove('sent');
+      }
+      // The first part, then the three others read at once; 21 parts in all.
+      expect(underWay).toEqual([4]);
+      expect(sent).toHaveLength(21);
+    });
+
+    it('says the download of a one-part artifact is under way once its headers are in', async () => {
+      const small = randomBytes(4096);
+      await put('repo/small/3/model.ort', small);
+      const underWay: number[] = [];
+      await store().readArtifactHashed('small', '3', 'ort', small.byteLength, undefined, () =>
+        underWay.push(server.requests.count('GetObject')),
+      );
+      expect(underWay).toEqual([1]);
+    });
+
     it('uses one plain GET when the artifact fits in one part', async () => {
       const small = randomBytes(4096);
       await put('repo/small/2/model.ort', small);

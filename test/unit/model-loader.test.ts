@@ -87,6 +87,36 @@ describe('ModelLoader', () => {
       expect(engine.loaded).toHaveLength(1);
     });
 
+    it('has the engine prepare its library once the download is under way, before the session', async () => {
+      const { store, engine, registry, loader } = setup();
+      const events: string[] = [];
+      Object.assign(engine, {
+        prepare: async () => {
+          events.push(`prepare (sessions so far: ${engine.loaded.length})`);
+        },
+      });
+      Object.assign(store, {
+        readArtifactHashed: async (
+          model: string,
+          version: string,
+          format: 'onnx' | 'ort',
+          size: number,
+          _variant: string | undefined,
+          onUnderWay?: () => void,
+        ) => {
+          events.push('requests made');
+          onUnderWay?.();
+          events.push('bytes in');
+          const bytes = await store.readArtifact(model, version, format, size);
+          return { bytes, sha256: sha256(bytes) };
+        },
+      });
+      store.addVersion('m', '1', Buffer.from('model-bytes'));
+      await loader.load(await registry.resolve('m'));
+      expect(events).toEqual(['requests made', 'prepare (sessions so far: 0)', 'bytes in']);
+      expect(engine.loaded).toHaveLength(1);
+    });
+
     it("refuses the bytes when the store's digest does not match config.json", async () => {
       // The bytes themselves are right: only the digest the store computed says otherwise, so a loader
       // that hashed them again would load them.
