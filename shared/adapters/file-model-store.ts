@@ -1,9 +1,13 @@
+import { createHash, type Hash } from 'node:crypto';
 import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { ModelLoadError, ModelNotFoundError } from '../core/errors';
 import { assertModelName, isValidModelName } from '../core/names';
-import type { ArtifactFormat, ConfigDocument, ModelStore } from '../core/ports';
+import type { ArtifactFormat, ConfigDocument, HashedArtifact, ModelStore } from '../core/ports';
 import { checkArtifactRequest } from './artifact-request';
+
+/** Bytes read at once while hashing: each chunk is hashed while the next one is read. */
+const READ_CHUNK_BYTES = 8 * 1024 * 1024;
 
 /**
  * The model repository in a local folder: the embedded default of the local server and of tests.
@@ -61,6 +65,36 @@ export class FileModelStore implements ModelStore {
     size: number,
     variant?: string,
   ): Promise<Uint8Array> {
+    return this.read(model, version, format, size, variant, undefined, undefined);
+  }
+
+  /**
+   * {@link readArtifact} with the sha256 of the bytes, hashed a chunk at a time while the next chunk is
+   * read (the read runs on libuv's thread pool, the hash on this thread), so that only the last chunk is
+   * hashed after the read. `onUnderWay` is called once the first read has been asked for.
+   */
+  async readArtifactHashed(
+    model: string,
+    version: string,
+    format: ArtifactFormat,
+    size: number,
+    variant?: string,
+    onUnderWay?: () => void,
+  ): Promise<HashedArtifact> {
+    const hash = createHash('sha256');
+    const bytes = await this.read(model, version, format, size, variant, hash, onUnderWay);
+    return { bytes, sha256: hash.digest('hex') };
+  }
+
+  private async read(
+    model: string,
+    version: string,
+    format: ArtifactFormat,
+    size: number,
+    variant: string | undefined,
+    hash: Hash | undefined,
+    onUnderWay: (() => void) | undefined,
+  ): Promise<Uint8Array> {
     const file = checkArtifactRequest(model, version, format, size, variant);
     const what = `model '${model}' version '${version}'`;
     const path = this.path(model, version, file);
@@ -81,12 +115,22 @@ export class FileModelStore implements ModelStore {
         throw new ModelLoadError(`${what}: ${file} is ${actual} bytes, config.json says ${size}`);
       // Never a slice of Node's buffer pool: onnxruntime may keep using this memory as the model's weights.
       const bytes = Buffer.allocUnsafeSlow(size);
+      // Without a hash to overlap, one read asks for everything at once.
+      const chunk = hash === undefined ? size : READ_CHUNK_BYTES;
       let at = 0;
+      let hashed = 0;
       while (at < size) {
-        const { bytesRead } = await handle.read(bytes, at, size - at, at);
+        const reading = handle.read(bytes, at, Math.min(chunk, size - at), at);
+        if (at === 0) onUnderWay?.();
+        if (hash !== undefined && hashed < at) {
+          hash.update(bytes.subarray(hashed, at));
+          hashed = at;
+        }
+        const { bytesRead } = await reading;
         if (bytesRead === 0) throw new ModelLoadError(`${what}: ${file} shrank while it was read`);
         at += bytesRead;
       }
+      hash?.update(bytes.subarray(hashed, size));
       return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     } catch (error) {
       if (error instanceof ModelLoadError) throw error;

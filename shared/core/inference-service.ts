@@ -9,7 +9,7 @@ import type { Lease, ModelCache } from './model-cache';
 import type { ModelConfig } from './model-config';
 import type { ModelLoader } from './model-loader';
 import type { ModelRegistry, ResolvedModel } from './model-registry';
-import type { Clock, LoadedModel, Telemetry } from './ports';
+import type { ArtifactFormat, Clock, LoadedModel, Telemetry } from './ports';
 import { NO_TELEMETRY } from './ports';
 import type { InferInput, InferOutput, InferRequest, InferResponse } from './protocol/infer-types';
 import { RunTimeEstimator, shapeKey } from './run-time-estimator';
@@ -150,7 +150,7 @@ export class InferenceService {
     try {
       return await this.#cache.acquire(
         { model: name, version: resolved.version, sha256: resolved.sha256 },
-        estimateSessionBytes(resolved),
+        estimateSessionBytes(resolved, this.#loader.firstFile(resolved)),
         () => this.#loader.load(resolved),
       );
     } catch (error) {
@@ -293,13 +293,17 @@ export class InferenceService {
 }
 
 /**
- * Resident bytes of a session, estimated from its file. Measured on a 245 MB MLP (FACTS.md): an `.onnx`
- * session holds about 2.3x its file (the bytes, the copied initialisers and prepacked weights); an ORT
- * file used in place about 1.3x.
+ * Resident bytes of a session, estimated from the file it is created from (`file`: the version's own by
+ * default, a precision variant's when the deployment serves one). Measured on a 245 MB MLP (FACTS.md): an
+ * `.onnx` session holds about 2.3x its file (the bytes, the copied initialisers and prepacked weights); an
+ * ORT file used in place about 1.3x.
  */
-export function estimateSessionBytes(resolved: ResolvedModel): number {
-  const direct = resolved.format === 'ort' && resolved.config.session.useModelBytesDirectly;
-  return Math.ceil(resolved.size * (direct ? 1.3 : 2.5));
+export function estimateSessionBytes(
+  resolved: ResolvedModel,
+  file: { readonly format: ArtifactFormat; readonly size: number } = resolved,
+): number {
+  const direct = file.format === 'ort' && resolved.config.session.useModelBytesDirectly;
+  return Math.ceil(file.size * (direct ? 1.3 : 2.5));
 }
 
 function publicSpec(spec: TensorSpec): { name: string; datatype: string; shape: readonly number[] } {

@@ -104,6 +104,16 @@ export class ModelLoader {
    * (once per process per provider there) so that a file only they would run is never downloaded. The CPU
    * provider is always there.
    */
+  /**
+   * The file this deployment tries first for `resolved`: the chosen variant's (`ONNX_SERVE_VARIANT`)
+   * where the version has it and the model lists one of its providers, else the version's own file.
+   * The cache sizes its estimate of the session by it.
+   */
+  firstFile(resolved: ResolvedModel): { readonly format: ArtifactFormat; readonly size: number } {
+    const [first] = servingPlan(resolved, this.#variant).attempts;
+    return first?.chosen === true ? first : resolved;
+  }
+
   async #unavailable(resolved: ResolvedModel): Promise<ReadonlyMap<string, Error>> {
     const unavailable = new Map<string, Error>();
     const probe = this.#engine.providerUnavailable?.bind(this.#engine);

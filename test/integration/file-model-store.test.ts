@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import crypto, { randomBytes } from 'node:crypto';
+import { type FileHandle, mkdir, mkdtemp, open, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { FileModelStore } from '../../shared/adapters/file-model-store';
@@ -84,6 +84,57 @@ describe('FileModelStore', () => {
       expect(Buffer.from(read).equals(bytes)).toBe(true);
       expect(read.byteOffset).toBe(0);
       expect(read.buffer.byteLength).toBe(bytes.byteLength);
+    });
+
+    it("hashes while it reads: a chunk is hashed while the next is read, the digest is the whole file's", async () => {
+      const size = 20 * 1024 * 1024 + 12_345;
+      const big = randomBytes(size);
+      await write('big/1/model.onnx', big);
+      const digest = crypto.createHash('sha256').update(big).digest('hex');
+      const events: string[] = [];
+      const real = crypto.createHash;
+      jest.spyOn(crypto, 'createHash').mockImplementation((algorithm, options) => {
+        const hash = real(algorithm, options);
+        const update = hash.update.bind(hash);
+        hash.update = ((data: Uint8Array) => {
+          events.push(`hash ${data.byteLength}`);
+          return update(data);
+        }) as typeof hash.update;
+        return hash;
+      });
+      const probe = await open(join(root, 'big/1/model.onnx'), 'r');
+      const handleType = Object.getPrototypeOf(probe) as FileHandle;
+      await probe.close();
+      const read = handleType.read;
+      jest.spyOn(handleType, 'read').mockImplementation(function (this: FileHandle, ...args: unknown[]) {
+        events.push(`read ${String(args[2])}`);
+        return (read as (...a: unknown[]) => Promise<unknown>).apply(this, args);
+      } as typeof handleType.read);
+      const underWay: number[] = [];
+      try {
+        const { bytes, sha256 } = await new FileModelStore(root).readArtifactHashed(
+          'big',
+          '1',
+          'onnx',
+          size,
+          undefined,
+          () => underWay.push(events.length),
+        );
+        expect(Buffer.from(bytes).equals(big)).toBe(true);
+        expect(sha256).toBe(digest);
+      } finally {
+        jest.restoreAllMocks();
+      }
+      const MiB8 = 8 * 1024 * 1024;
+      expect(events).toEqual([
+        `read ${MiB8}`,
+        `read ${MiB8}`,
+        `hash ${MiB8}`,
+        `read ${size - 2 * MiB8}`,
+        `hash ${MiB8}`,
+        `hash ${size - 2 * MiB8}`,
+      ]);
+      expect(underWay).toEqual([1]);
     });
 
     it('reads the ORT-format file', async () => {

@@ -52,10 +52,13 @@ export class FakeStore implements ModelStore {
     version: string,
     format: ArtifactFormat,
     _size: number,
+    variant?: string,
   ): Promise<Uint8Array> {
-    this.calls.push(`artifact:${model}/${version}/${format}`);
+    // A precision variant's file is keyed `model/version/format.variant` (e.g. `m/1/onnx.int8`).
+    const key = `${model}/${version}/${format}${variant === undefined ? '' : `.${variant}`}`;
+    this.calls.push(`artifact:${key}`);
     this.#maybeFail();
-    const bytes = this.artifacts.get(`${model}/${version}/${format}`);
+    const bytes = this.artifacts.get(key);
     if (bytes === undefined) throw new ModelNotFoundError(`model '${model}' has no version '${version}'`);
     return bytes;
   }

@@ -28,6 +28,40 @@ function setup() {
 const x = { name: 'x', datatype: 'FP32' as const, shape: [1, 2], data: Float32Array.from([1, 2]) };
 
 describe('InferenceService', () => {
+  describe('the cache estimate of a session', () => {
+    /** A version of 1,000 bytes with an int8 variant of 250, served with `variant` chosen. */
+    async function loadedBytes(variant: string | undefined, read: string): Promise<number> {
+      const store = new FakeStore();
+      const int8 = Buffer.alloc(250, 8);
+      store.addVersion('m', '1', Buffer.alloc(1000, 1), { session: { warmup: false } });
+      const config = JSON.parse(store.configs.get('m') as string);
+      config.versions['1'].variants = {
+        int8: { sha256: sha256(int8), size: int8.byteLength, precision: 'int8', runsOn: ['cpu'] },
+      };
+      store.configs.set('m', JSON.stringify(config));
+      store.artifacts.set('m/1/onnx.int8', int8);
+      const cache = new ModelCache({ maxBytes: 1 << 20 });
+      const service = new InferenceService({
+        registry: new ModelRegistry({ store, configTtlMs: 60_000 }),
+        cache,
+        loader: new ModelLoader({ store, engine: new FakeEngine(), variant }),
+        limits: { maxTensorElements: 1000 },
+      });
+      await service.infer('m', undefined, { inputs: [x], binaryOutputDefault: false });
+      expect(store.calls.filter((c) => c.startsWith('artifact:'))).toEqual([`artifact:${read}`]);
+      return cache.loadedBytes;
+    }
+
+    it("is sized by the file that serves: the chosen variant's, not the float32 file's", async () => {
+      expect(await loadedBytes(undefined, 'm/1/onnx')).toBe(2500);
+      expect(await loadedBytes('int8', 'm/1/onnx.int8')).toBe(625);
+    });
+
+    it("is sized by the version's own file when the chosen variant is missing", async () => {
+      expect(await loadedBytes('int4', 'm/1/onnx')).toBe(2500);
+    });
+  });
+
   describe('infer', () => {
     it('reuses the cached session across requests', async () => {
       const { engine, service } = setup();

@@ -203,6 +203,7 @@ describe('ModelLoader', () => {
       fp16: { sha256: sha256(bytes), size: bytes.byteLength, providers: ['cuda'] },
     };
     store.configs.set('m', JSON.stringify(config));
+    store.artifacts.set('m/1/onnx.fp16', bytes);
     const error = await loader.load(await registry.resolve('m')).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ModelConfigError);
     expect((error as ModelConfigError).status).toBe(503);
