@@ -375,7 +375,7 @@ function report(models: readonly BenchModel[], samples: ReadonlyMap<string, read
       row.totalMs.median.toFixed(0),
     ]),
     notes: [
-      'process: spawn to the first line of the child (exec and Node start-up); modules: require of the handler bundle (ours: SDK, Powertools, middy, onnxruntime-node) or of the baseline; first run: the rest of the invocation (ours: config.json GET, request decode, the run, encode). The split of ours comes from its "model loaded" log line.',
+      'process: spawn to the first line of the child (exec and Node start-up); modules: require of the handler bundle (ours: SDK, Powertools, middy; onnxruntime-node loads later, once the download is under way, inside download) or of the baseline (naive: SDK and onnxruntime-node); first run: the rest of the invocation (ours: config.json GET, request decode, the run, encode). The split of ours comes from its "model loaded" log line.',
     ],
   };
   return {
