@@ -8,6 +8,7 @@
  */
 import {
   type AsyncBuffer,
+  type ColumnMetaData,
   type FileMetaData,
   parquetMetadataAsync,
   parquetRead,
@@ -17,26 +18,11 @@ import {
 import { compressors } from 'hyparquet-compressors';
 import { UnsupportedInputError } from '../core/batch/errors';
 import type { ColumnChunk, FileColumn } from '../core/batch/parquet-mapping';
+import type { IdColumnType, ParquetFile, ParquetFileInfo, RowGroupInfo } from '../core/batch/parquet-port';
 import type { BatchObjectStore, ObjectRef } from '../core/batch/ports';
 import { decodeFlatColumn } from './parquet-flat-column';
 
-/** A row group: its rows and the bytes its column chunks span. */
-export interface RowGroupInfo {
-  readonly index: number;
-  /** The file row index of its first row. */
-  readonly firstRow: number;
-  readonly rows: number;
-  /** Bytes of its column chunks, compressed (what a read of all its columns fetches). */
-  readonly bytes: number;
-}
-
-/** What the footer says. */
-export interface ParquetFileInfo {
-  readonly rows: number;
-  /** Top-level columns a model input can take: scalars and LIST columns (structs and maps are left out). */
-  readonly columns: readonly FileColumn[];
-  readonly rowGroups: readonly RowGroupInfo[];
-}
+export type { ParquetFileInfo, RowGroupInfo } from '../core/batch/parquet-port';
 
 /** Which version of the object to read, and caps. */
 export interface ParquetReaderOptions {
@@ -58,7 +44,7 @@ export interface ParquetReaderOptions {
  *   chunk.column('x'); // the decoded values of the row group's rows
  * }
  */
-export class ParquetObjectReader {
+export class ParquetObjectReader implements ParquetFile {
   readonly info: ParquetFileInfo;
   readonly #file: CountingBuffer;
   readonly #metadata: FileMetaData;
@@ -66,10 +52,10 @@ export class ParquetObjectReader {
   /** Top-level columns that are neither lists nor structs, by name. */
   readonly #flat = new Map<string, SchemaTree>();
 
-  private constructor(file: CountingBuffer, metadata: FileMetaData) {
+  private constructor(file: CountingBuffer, metadata: FileMetaData, dataEnd: number) {
     this.#file = file;
     this.#metadata = metadata;
-    this.info = describeFile(metadata);
+    this.info = describeFile(metadata, dataEnd);
     this.#root = parquetSchema(metadata);
     for (const child of this.#root.children) {
       if (child.children.length === 0 && child.element.repetition_type !== 'REPEATED') {
@@ -114,7 +100,15 @@ export class ParquetObjectReader {
         cause: error,
       });
     }
-    return new ParquetObjectReader(file, metadata);
+    try {
+      // The data lies between the leading `PAR1` and the footer: a chunk outside it is a lying footer.
+      return new ParquetObjectReader(file, metadata, options.size - 8 - footerBytes);
+    } catch (error) {
+      if (error instanceof UnsupportedInputError) throw error;
+      throw new UnsupportedInputError(`${ref.key}: the Parquet schema cannot be read: ${messageOf(error)}`, {
+        cause: error,
+      });
+    }
   }
 
   /** Bytes fetched so far (footer and column chunks). */
@@ -170,7 +164,7 @@ export class ParquetObjectReader {
       const meta = chunk?.meta_data;
       if (meta === undefined)
         throw new UnsupportedInputError(`row group ${index} has no chunk of column '${name}'`);
-      const start = Number(meta.dictionary_page_offset ?? meta.data_page_offset);
+      const start = chunkStart(meta);
       return { name, meta, start, end: start + Number(meta.total_compressed_size) };
     });
     const low = Math.min(...chunks.map((c) => c.start));
@@ -231,25 +225,71 @@ function joinPieces(
   return joined;
 }
 
-function describeFile(metadata: FileMetaData): ParquetFileInfo {
+/**
+ * The footer's columns and row groups, checked against the file: every column chunk must lie within the
+ * data (after `PAR1`, before the footer), row counts must be whole and add up to the file's. A footer that
+ * lies is the input's fault, found before any row is read.
+ *
+ * @throws UnsupportedInputError naming what does not add up
+ */
+function describeFile(metadata: FileMetaData, dataEnd: number): ParquetFileInfo {
   const columns: FileColumn[] = [];
   for (const child of parquetSchema(metadata).children) {
     const element = child.element;
     const isList = element.converted_type === 'LIST' || element.logical_type?.type === 'LIST';
     if (isList) columns.push({ name: element.name, list: true });
-    else if (child.children.length === 0) columns.push({ name: element.name, list: false });
+    else if (child.children.length === 0) {
+      // Decimals decode to fractional numbers: an INT64 id column could not hold them.
+      const decimal = element.converted_type === 'DECIMAL' || element.logical_type?.type === 'DECIMAL';
+      const idType = decimal ? 'DOUBLE' : ID_TYPES[element.type ?? ''];
+      columns.push({ name: element.name, list: false, ...(idType === undefined ? {} : { idType }) });
+    }
   }
   let firstRow = 0;
   const rowGroups = metadata.row_groups.map((group, index): RowGroupInfo => {
     const rows = Number(group.num_rows);
+    if (!Number.isSafeInteger(rows) || rows < 0) {
+      throw new UnsupportedInputError(`the Parquet footer says row group ${index} has ${rows} rows`);
+    }
     let bytes = 0;
-    for (const column of group.columns) bytes += Number(column.meta_data?.total_compressed_size ?? 0n);
+    for (const column of group.columns) {
+      const meta = column.meta_data;
+      if (meta === undefined) continue;
+      const start = chunkStart(meta);
+      const size = Number(meta.total_compressed_size);
+      if (!(start >= 4 && size >= 0 && start + size <= dataEnd)) {
+        throw new UnsupportedInputError(
+          `the Parquet footer places column '${meta.path_in_schema.join('.')}' of row group ${index} at bytes [${start}, ${start + size}), outside the data [4, ${dataEnd})`,
+        );
+      }
+      bytes += size;
+    }
     const info = { index, firstRow, rows, bytes };
     firstRow += rows;
     return info;
   });
-  return { rows: Number(metadata.num_rows), columns, rowGroups };
+  const rows = Number(metadata.num_rows);
+  if (rows !== firstRow) {
+    throw new UnsupportedInputError(
+      `the Parquet footer says ${rows} rows, but its row groups hold ${firstRow}`,
+    );
+  }
+  return { rows, columns, rowGroups };
 }
+
+/** Where a column chunk starts: its dictionary page, if any (0 means none, as some writers say it). */
+function chunkStart(meta: ColumnMetaData): number {
+  return Number(meta.dictionary_page_offset || meta.data_page_offset);
+}
+
+/** Physical types whose values an id column of the output can hold. */
+const ID_TYPES: Readonly<Record<string, IdColumnType>> = {
+  BYTE_ARRAY: 'STRING',
+  INT32: 'INT64',
+  INT64: 'INT64',
+  FLOAT: 'DOUBLE',
+  DOUBLE: 'DOUBLE',
+};
 
 /** hyparquet's view of the object: ranged reads of one version, counted. */
 class CountingBuffer implements AsyncBuffer {

@@ -13,60 +13,27 @@
  */
 import type { ColumnChunk, RowGroup, SchemaElement } from 'hyparquet';
 import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
-import type { RowId } from '../core/batch/parquet-mapping';
+import type {
+  EncodedPart,
+  IdColumnType,
+  OutputColumn,
+  ParquetOutputSchema,
+  PartLayout,
+  ScoredBatch,
+} from '../core/batch/parquet-port';
 import { fromHalfArray } from '../core/fp16';
 import type { InferOutput } from '../core/protocol/infer-types';
-import type { Datatype, TensorData, TensorSpec } from '../core/tensor';
+import type { Datatype, TensorData } from '../core/tensor';
 
-/** The id column's Parquet type. */
-export type IdColumnType = 'STRING' | 'INT64' | 'DOUBLE';
-
-/** One output column: a scalar per row when `scalar`, else a list per row. */
-export interface OutputColumn {
-  readonly name: string;
-  readonly datatype: Datatype;
-  readonly scalar: boolean;
-}
-
-/** The columns of a results file. */
-export interface ParquetOutputSchema {
-  readonly idColumn: string;
-  readonly idType: IdColumnType;
-  readonly outputs: readonly OutputColumn[];
-}
-
-/**
- * The output schema for a model's outputs: a scalar column for each output whose examples hold exactly
- * one element (`[batch]` or `[batch, 1]`), a list column for every other.
- */
-export function outputSchemaFor(
-  outputs: readonly TensorSpec[],
-  idColumn: string,
-  idType: IdColumnType,
-): ParquetOutputSchema {
-  return {
-    idColumn,
-    idType,
-    outputs: outputs.map((spec) => {
-      const example = spec.shape.slice(1);
-      return { name: spec.name, datatype: spec.datatype, scalar: example.every((d) => d === 1) };
-    }),
-  };
-}
-
-/** Scored rows: their ids and each output with the batch axis first, as a micro-batch's run returns them. */
-export interface ScoredBatch {
-  readonly ids: readonly RowId[];
-  readonly outputs: readonly InferOutput[];
-}
-
-/** A part's bytes and what the footer needs to know of them (JSON text, offsets relative to the part). */
-export interface EncodedPart {
-  readonly bytes: Uint8Array;
-  readonly rows: number;
-  /** The part's row groups as JSON, to keep beside the part until the commit. */
-  readonly rowGroups: string;
-}
+export {
+  type EncodedPart,
+  type IdColumnType,
+  type OutputColumn,
+  outputSchemaFor,
+  type ParquetOutputSchema,
+  type PartLayout,
+  type ScoredBatch,
+} from '../core/batch/parquet-port';
 
 /**
  * Encodes scored rows, in order, as row groups of at most `rowGroupRows` rows (a part's bytes).
@@ -104,14 +71,6 @@ export function encodeRowGroups(
   const all = new Uint8Array(writer.getBuffer());
   const groups = parquet.row_groups.map((g) => moveRowGroup(g, -4));
   return { bytes: all.slice(4), rows, rowGroups: JSON.stringify(groups, bigintAsText) };
-}
-
-/** What {@link parquetFileEnds} needs of a stored part. */
-export interface PartLayout {
-  /** The part's bytes. */
-  readonly bytes: number;
-  /** {@link EncodedPart.rowGroups}. */
-  readonly rowGroups: string;
 }
 
 /**

@@ -16,6 +16,7 @@
  *   "dynamicBatching": { "maxBatchSize": 32, "maxQueueDelayMs": 5, "maxQueueSize": 256 }
  * }
  */
+import { type ParquetMappingConfig, parseParquetMapping } from './batch/parquet-mapping';
 import { reportUnknownKeys, suggestion } from './config-keys';
 import { deepFreeze } from './deep-freeze';
 import { ModelConfigError } from './errors';
@@ -109,6 +110,11 @@ export interface ModelConfig {
    * A null-prototype object: looked up with input names that come from clients.
    */
   readonly emptyDims: Readonly<Record<string, readonly number[]>>;
+  /**
+   * `batch`: how batch jobs fill the model's inputs from Parquet columns (`idColumn`, `inputs.<input>`:
+   * `{"columns": [...]}` or `{"prefix": "..."}`); absent when config.json has none (docs/batch.md, Parquet).
+   */
+  readonly batch?: ParquetMappingConfig;
 }
 
 export const DEFAULT_SESSION_CONFIG: ModelSessionConfig = Object.freeze({
@@ -187,6 +193,7 @@ function readModelConfig(model: string, raw: unknown, problems: string[]): Model
   const session = readSession(raw.session, problems);
   const dynamicBatching = readDynamicBatching(raw.dynamicBatching, maxBatchSize, problems);
   const emptyDims = readEmptyDims(raw.emptyDims, problems);
+  const batch = readBatchMapping(raw.batch, problems);
   return deepFreeze({
     name: model,
     platform: 'onnxruntime_onnx',
@@ -196,7 +203,19 @@ function readModelConfig(model: string, raw: unknown, problems: string[]): Model
     session,
     dynamicBatching,
     emptyDims,
+    ...(batch === undefined ? {} : { batch }),
   });
+}
+
+/** config.json's `batch` mapping, checked now so a bad one is a clear config error, not a failed job. */
+function readBatchMapping(raw: unknown, problems: string[]): ParquetMappingConfig | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    return parseParquetMapping(raw);
+  } catch (error) {
+    problems.push(error instanceof Error ? error.message : String(error));
+    return undefined;
+  }
 }
 
 function readEmptyDims(raw: unknown, problems: string[]): Record<string, readonly number[]> {

@@ -6,6 +6,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { SFNClient } from '@aws-sdk/client-sfn';
 import { createLambdaClient, LambdaContinuation } from '../adapters/lambda-continuation';
+import { hyparquetCodec } from '../adapters/parquet-codec';
 import { createS3Client } from '../adapters/s3-client';
 import { S3ObjectIo } from '../adapters/s3-object-io';
 import { createStepFunctionsClient, StepFunctionsStarter } from '../adapters/step-functions-starter';
@@ -57,6 +58,7 @@ export function createBatchRuntime(config: ServingConfig, parts: BatchRuntimePar
     registry: runtime.registry,
     service: runtime.service,
     continuation,
+    parquet: hyparquetCodec(objects),
     config: config.batch,
     limits: { maxTensorElements: config.limits.maxTensorElements, maxLineBytes: config.limits.maxBodyBytes },
     log,

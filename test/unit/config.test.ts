@@ -122,6 +122,7 @@ describe('parseConfig', () => {
       csvIdColumn: 'id',
       joinInput: false,
       gzipOutput: false,
+      parquetOutput: 'parquet',
       shardBytes: 256 * MB,
       maxContinuations: 1000,
       stateMachineArn: undefined,
@@ -137,6 +138,7 @@ describe('parseConfig', () => {
         ONNX_SERVE_BATCH_PART_RECORDS: '500',
         ONNX_SERVE_BATCH_JOIN_INPUT: 'on',
         ONNX_SERVE_BATCH_GZIP_OUTPUT: 'true',
+        ONNX_SERVE_BATCH_PARQUET_OUTPUT: 'JSONL',
         ONNX_SERVE_BATCH_CSV_ID_COLUMN: 'customer',
         ONNX_SERVE_BATCH_STATE_MACHINE_ARN: 'arn:aws:states:eu-west-1:123456789012:stateMachine:batch-1',
         ONNX_SERVE_BATCH_DISTRIBUTED_MIN_MB: '512',
@@ -153,6 +155,7 @@ describe('parseConfig', () => {
       partRecords: 500,
       joinInput: true,
       gzipOutput: true,
+      parquetOutput: 'jsonl',
       csvIdColumn: 'customer',
       modelRechecks: 0,
       modelRecheckMs: 500,
@@ -166,6 +169,7 @@ describe('parseConfig', () => {
           ONNX_SERVE_BATCH_PART_RECORDS: '0',
           ONNX_SERVE_BATCH_STATE_MACHINE_ARN: 'arn:aws:lambda:eu-west-1:123456789012:function:batch',
           ONNX_SERVE_BATCH_DISTRIBUTED_MIN_MB: '0',
+          ONNX_SERVE_BATCH_PARQUET_OUTPUT: 'arrow',
         },
         FACTS,
       );
@@ -177,5 +181,6 @@ describe('parseConfig', () => {
       /ONNX_SERVE_BATCH_STATE_MACHINE_ARN: 'arn:aws:lambda:.*' is not a state machine ARN/,
     );
     expect(attempt).toThrow(/ONNX_SERVE_BATCH_DISTRIBUTED_MIN_MB: '0' must be an integer from 1/);
+    expect(attempt).toThrow(/ONNX_SERVE_BATCH_PARQUET_OUTPUT: 'arrow' must be parquet or jsonl/);
   });
 });

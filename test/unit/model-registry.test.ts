@@ -85,6 +85,30 @@ describe('ModelRegistry', () => {
       },
     );
 
+    it("reads the batch jobs' Parquet column mapping, and reports a bad one as a config error naming it", () => {
+      const version = { sha256: 'a'.repeat(64), size: 1 };
+      const parse = (batch: unknown) =>
+        parseModelConfig('m', JSON.stringify({ versions: { '1': version }, batch }));
+      expect(parse({ idColumn: 'key', inputs: { x: { prefix: 'f' } } }).batch).toEqual({
+        idColumn: 'key',
+        inputs: { x: { prefix: 'f' } },
+      });
+      expect(parse({ inputs: { x: { columns: ['a', 'b'] } } }).batch).toEqual({
+        idColumn: 'id',
+        inputs: { x: { columns: ['a', 'b'] } },
+      });
+      expect(parseModelConfig('m', JSON.stringify({ versions: { '1': version } })).batch).toBeUndefined();
+      expect(() => parse({ inputs: { x: { columns: [] } } })).toThrow(ModelConfigError);
+      expect(() => parse({ inputs: { x: { columns: [] } } })).toThrow(
+        "'batch.inputs.x'.columns must be a non-empty array of column names",
+      );
+      expect(() => parse({ inputs: { x: { prefix: 'f', columns: ['a'] } } })).toThrow(
+        `'batch.inputs.x' must be {"columns": [...]} or {"prefix": "..."}`,
+      );
+      expect(() => parse({ idColumn: '' })).toThrow("'batch.idColumn' must be a non-empty string");
+      expect(() => parse([1])).toThrow("'batch' must be an object");
+    });
+
     it('reads emptyDims per input into a null-prototype object, and reports bad entries', () => {
       const version = { sha256: 'a'.repeat(64), size: 1 };
       const config = parseModelConfig(

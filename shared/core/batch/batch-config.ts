@@ -28,6 +28,11 @@ export interface BatchConfig {
   readonly joinInput: boolean;
   /** Write `<name>.out.jsonl.gz` instead of `<name>.out.jsonl`. */
   readonly gzipOutput: boolean;
+  /**
+   * What a Parquet input's results are written as (`BATCH_PARQUET_OUTPUT`): `parquet` (default,
+   * `<name>.out.parquet`) or `jsonl` (`<name>.out.jsonl[.gz]`, the lines a JSON Lines input gets).
+   */
+  readonly parquetOutput: ParquetOutputFormat;
   /** Bytes of input per shard of a Step Functions run (`BATCH_SHARD_BYTES`, default 256 MiB). */
   readonly shardBytes: number;
   /** A job that needs more continuations than this fails (a guard against a runaway chain). */
@@ -48,6 +53,9 @@ export interface BatchConfig {
   /** Pause before the first re-read; each next one waits twice as long. */
   readonly modelRecheckMs: number;
 }
+
+export const PARQUET_OUTPUT_FORMATS = ['parquet', 'jsonl'] as const;
+export type ParquetOutputFormat = (typeof PARQUET_OUTPUT_FORMATS)[number];
 
 /** What the serving config's reader offers (`EnvReader` in config.ts). */
 export interface ConfigReader {
@@ -96,6 +104,7 @@ export function parseBatchConfig(read: ConfigReader, envPrefix: string): BatchCo
     csvIdColumn: read.string('BATCH_CSV_ID_COLUMN', 'id'),
     joinInput: flag(read, envPrefix, 'BATCH_JOIN_INPUT'),
     gzipOutput: flag(read, envPrefix, 'BATCH_GZIP_OUTPUT'),
+    parquetOutput: parquetOutput(read, envPrefix),
     shardBytes: read.int('BATCH_SHARD_BYTES', 256 * MB, 1024, 2 ** 50),
     maxContinuations: read.int('BATCH_MAX_CONTINUATIONS', 1000, 0, 1_000_000),
     stateMachineArn: stateMachineArn(read, envPrefix),
@@ -103,6 +112,13 @@ export function parseBatchConfig(read: ConfigReader, envPrefix: string): BatchCo
     modelRechecks: read.int('BATCH_MODEL_RECHECKS', 3, 0, 10),
     modelRecheckMs: read.int('BATCH_MODEL_RECHECK_MS', 2000, 0, 60_000),
   };
+}
+
+function parquetOutput(read: ConfigReader, envPrefix: string): ParquetOutputFormat {
+  const value = read.string('BATCH_PARQUET_OUTPUT', 'parquet').toLowerCase();
+  if ((PARQUET_OUTPUT_FORMATS as readonly string[]).includes(value)) return value as ParquetOutputFormat;
+  read.problem(`${envPrefix}BATCH_PARQUET_OUTPUT: '${value}' must be parquet or jsonl`);
+  return 'parquet';
 }
 
 function stateMachineArn(read: ConfigReader, envPrefix: string): string | undefined {

@@ -40,21 +40,34 @@ import {
   type JobSpec,
   MANIFEST_FORMAT,
   type Manifest,
+  type ParquetJob,
   type PartRecord,
   PLAN_FORMAT,
   type Plan,
+  parquetEndKeys,
   parseCheckpoint,
   parseManifest,
   parsePlan,
   partKeys,
   planKeys,
+  rowGroupShards,
   type ShardSpec,
   shardRanges,
   WHOLE_INPUT,
 } from './job-state';
+import { LineSource } from './line-source';
 import { type Line, type SplitStart, splitLines } from './line-splitter';
-import { type InputKey, normalizeEtag, type OutputNames, outputNames, parseInputKey } from './object-names';
-import { PartScorer } from './part-scorer';
+import {
+  type InputKey,
+  normalizeEtag,
+  type OutputFormat,
+  type OutputNames,
+  outputNames,
+  parseInputKey,
+} from './object-names';
+import { DEFAULT_PARQUET_MAPPING, planParquetColumns } from './parquet-mapping';
+import { outputSchemaFor, type ParquetCodec, type ParquetFile } from './parquet-port';
+import { ParquetSource } from './parquet-source';
 import {
   type BatchLog,
   type BatchObjectStore,
@@ -64,6 +77,7 @@ import {
   type ObjectRef,
   type ObjectVersionRef,
 } from './ports';
+import { EMPTY_SOURCE, type RecordSource, type ScoredPart } from './record-source';
 import { createRecordParser, hasBatchAxis, type RecordResult } from './records';
 import type { Scorer } from './score-records';
 
@@ -124,6 +138,8 @@ export interface BatchJobRunnerOptions {
   };
   readonly service: Scorer & { signature(model: string, version?: string): Promise<ModelSignature> };
   readonly continuation: Continuation;
+  /** Parquet reading and writing; without it a `.parquet` input fails its job (`unsupported_input`). */
+  readonly parquet?: ParquetCodec;
   readonly config: BatchConfig;
   /** The serving limits: tensor elements per record, and the longest line (the request body cap). */
   readonly limits: CodecLimits & { readonly maxLineBytes: number };
@@ -140,6 +156,7 @@ export interface BatchJobRunnerOptions {
  */
 const COMMIT_BYTES_PER_MS = 20_000;
 const NDJSON = 'application/x-ndjson';
+const PARQUET = 'application/vnd.apache.parquet';
 
 /** What {@link BatchJobRunner} `#runShard` did in one invocation. */
 interface ShardRun {
@@ -172,6 +189,7 @@ export class BatchJobRunner {
   readonly #registry: BatchJobRunnerOptions['registry'];
   readonly #service: BatchJobRunnerOptions['service'];
   readonly #continuation: Continuation;
+  readonly #parquet: ParquetCodec | undefined;
   readonly #config: BatchConfig;
   readonly #limits: BatchJobRunnerOptions['limits'];
   readonly #log: BatchLog;
@@ -183,6 +201,7 @@ export class BatchJobRunner {
     this.#registry = options.registry;
     this.#service = options.service;
     this.#continuation = options.continuation;
+    this.#parquet = options.parquet;
     this.#config = options.config;
     this.#limits = options.limits;
     this.#log = options.log ?? NO_LOG;
@@ -303,18 +322,19 @@ export class BatchJobRunner {
       if (isTerminalJobError(error)) return this.#failBeforeStart(prepared, error);
       throw error;
     }
-    const ranges = shardRanges(job.input.size, this.#config.shardBytes, job.input.gzip);
-    const newlines = await this.#countNewlines(
-      job,
-      ranges.map((r) => r.start),
-    );
-    const shards: ShardSpec[] = ranges.map((r, i) => ({ ...r, newlinesBefore: newlines[i] as number }));
+    let shards: ShardSpec[];
+    try {
+      shards = await this.#shards(job);
+    } catch (error) {
+      if (isTerminalJobError(error)) return this.#fail(job, WHOLE_INPUT, error);
+      throw error;
+    }
     const keys = planKeys(job.output.work);
     const items: ShardItem[] = shards.map((s) => ({
       bucket: job.input.bucket,
       key: job.input.key,
       range: [s.start, s.end],
-      newlinesBefore: s.newlinesBefore as number,
+      ...(s.newlinesBefore === undefined ? {} : { newlinesBefore: s.newlinesBefore }),
     }));
     const bucket = job.output.bucket;
     await this.#store.putText(
@@ -324,6 +344,26 @@ export class BatchJobRunner {
     await this.#store.putText({ bucket, key: keys.items }, JSON.stringify(items));
     this.#log.info('batch job planned', { key: job.input.key, shards: shards.length });
     return { status: 'ready', job, items: { bucket, key: keys.items }, shards: shards.length };
+  }
+
+  /**
+   * The shards of a planned job: byte ranges with the newlines before each (text), or ranges of row
+   * groups of about `shardBytes` compressed bytes (Parquet: read from the footer, no pass over the data).
+   */
+  async #shards(job: JobSpec): Promise<ShardSpec[]> {
+    if (job.parquet !== undefined) {
+      const file = await this.#openParquet(this.#parquetCodec(), job);
+      return rowGroupShards(
+        file.info.rowGroups.map((g) => g.bytes),
+        this.#config.shardBytes,
+      );
+    }
+    const ranges = shardRanges(job.input.size, this.#config.shardBytes, job.input.gzip);
+    const newlines = await this.#countNewlines(
+      job,
+      ranges.map((r) => r.start),
+    );
+    return ranges.map((r, i) => ({ ...r, newlinesBefore: newlines[i] as number }));
   }
 
   /**
@@ -425,7 +465,14 @@ export class BatchJobRunner {
     }
     const input = parsed.input;
     const gzipOutput = this.#config.gzipOutput;
-    const names = outputNames(output.prefix, input.model, input.name, etag, gzipOutput);
+    const names = outputNames(
+      output.prefix,
+      input.model,
+      input.name,
+      etag,
+      gzipOutput,
+      outputFormatOf(input.format, this.#config),
+    );
     const outputBucket = output.bucket ?? object.bucket;
     const manifest = await this.#readManifest({ bucket: outputBucket, key: names.manifest });
     if (manifest?.input.etag === etag) {
@@ -453,10 +500,14 @@ export class BatchJobRunner {
    */
   async #startJob(prepared: Prepared): Promise<JobSpec> {
     const { object, input, info, etag, names, outputBucket } = prepared;
+    const outFormat = outputFormatOf(input.format, this.#config);
     if (input.format === 'parquet') {
-      throw new UnsupportedInputError(
-        `'${object.key}' is Parquet, which batch jobs do not score yet: upload JSON Lines or CSV (docs/batch.md, Parquet)`,
-      );
+      this.#parquetCodec();
+      if (input.gzipSuffix) {
+        throw new UnsupportedInputError(
+          `'${object.key}' is gzip-compressed Parquet: upload the .parquet file itself (its pages are compressed already)`,
+        );
+      }
     }
     // A size pinned from one lying answer would be "read whole" at any length: GET must say it too.
     await this.#store.verify(object, {
@@ -480,7 +531,8 @@ export class BatchJobRunner {
         errors: names.errors,
         manifest: names.manifest,
         work: names.work,
-        gzip: this.#config.gzipOutput,
+        gzip: outFormat === 'jsonl' && this.#config.gzipOutput,
+        format: outFormat,
       },
       settings: {
         partRecords: this.#config.partRecords,
@@ -492,6 +544,13 @@ export class BatchJobRunner {
       },
       startedAt: new Date(this.#now()).toISOString(),
     };
+    if (input.format === 'parquet') {
+      job = {
+        ...job,
+        input: { ...job.input, gzip: false },
+        parquet: await this.#pinParquet(job, resolved.config.batch, signature),
+      };
+    }
     if (input.format === 'csv') {
       const header = await this.#firstLine(job);
       if (header !== undefined) {
@@ -509,6 +568,36 @@ export class BatchJobRunner {
       size: info.size,
     });
     return job;
+  }
+
+  /**
+   * Reads a Parquet input's footer and pins what every invocation must agree on: its rows and row groups,
+   * the model's column mapping, and the results' schema. A file that is not Parquet, a footer that lies, or
+   * columns that cannot fill the model's inputs fail the job now (`unsupported_input`), not row by row.
+   */
+  async #pinParquet(
+    job: JobSpec,
+    configured: ParquetJob['mapping'] | undefined,
+    signature: ModelSignature,
+  ): Promise<ParquetJob> {
+    const file = await this.#openParquet(this.#parquetCodec(), job);
+    const mapping = configured ?? DEFAULT_PARQUET_MAPPING;
+    const plan = planParquetColumns(
+      signature,
+      hasBatchAxis(signature, job.model.maxBatchSize),
+      file.info.columns,
+      mapping,
+    );
+    const idColumn = file.info.columns.find((c) => c.name === plan.idColumn);
+    const idType = plan.idColumn === undefined ? 'INT64' : (idColumn?.idType ?? 'STRING');
+    const schema = outputSchemaFor(signature.outputs, mapping.idColumn, idType);
+    const clash = schema.outputs.find((o) => o.name === mapping.idColumn);
+    if (clash !== undefined) {
+      throw new UnsupportedInputError(
+        `model output '${clash.name}' has the id column's name: set another 'batch.idColumn' in config.json`,
+      );
+    }
+    return { mapping, rows: file.info.rows, rowGroups: file.info.rowGroups.length, schema };
   }
 
   /**
@@ -566,11 +655,63 @@ export class BatchJobRunner {
 
   /**
    * Scores the shard's parts from its checkpoint on, until the shard is done or (unless `mustProgress` and
-   * nothing is done yet) the time left is short of the margin plus the slowest part so far.
+   * nothing is done yet) the time left is short of the margin plus the slowest part so far. The format
+   * lives in the record source; this loop is the lifecycle: part, part objects, checkpoint.
    */
   async #runShard(start: Checkpoint, clock: InvocationClock, mustProgress: boolean): Promise<ShardRun> {
     if (start.done) return { checkpoint: start, done: true, worked: false, counted: false };
     const { job, shard } = start;
+    let checkpoint: Checkpoint = { ...start, invocations: start.invocations + 1 };
+    let done = false;
+    let worked = false;
+    const source = await this.#source(start);
+    try {
+      let slowest = 0;
+      for (;;) {
+        if (!(await source.more())) {
+          done = true;
+          break;
+        }
+        if ((worked || !mustProgress) && clock.remainingMs() - this.#config.timeMarginMs <= slowest) break;
+        const began = this.#now();
+        const scored = await source.next();
+        const part = await this.#writePart(job, shard, checkpoint.parts.length, scored);
+        const ms = this.#now() - began;
+        checkpoint = {
+          ...checkpoint,
+          parts: [
+            ...checkpoint.parts,
+            {
+              ...part,
+              start: scored.start,
+              end: scored.end,
+              firstLine: scored.firstLine,
+              lastLine: scored.lastLine,
+              ms,
+            },
+          ],
+          next: scored.next,
+        };
+        await this.#saveCheckpoint(checkpoint);
+        worked = true;
+        slowest = Math.max(slowest, ms);
+      }
+    } finally {
+      // Stops the read when the shard ended early or time ran short: the socket is freed.
+      await source.close();
+    }
+    if (done) {
+      checkpoint = { ...checkpoint, done: true };
+      await this.#saveCheckpoint(checkpoint);
+    }
+    return { checkpoint, done, worked, counted: true };
+  }
+
+  /** The shard's records from its checkpoint on, in the input's format. */
+  async #source(start: Checkpoint): Promise<RecordSource> {
+    const { job } = start;
+    if (job.parquet !== undefined) return this.#parquetSource(start, { ...job, parquet: job.parquet });
+    const { shard } = start;
     const shardEnd = shard.end ?? Number.POSITIVE_INFINITY;
     let from: SplitStart;
     let readFrom: number;
@@ -586,87 +727,79 @@ export class BatchJobRunner {
       from = { kind: 'align', offset: shard.start - 1, newlinesBefore };
       readFrom = shard.start - 1;
     }
-    let checkpoint: Checkpoint = { ...start, invocations: start.invocations + 1 };
-    let done = false;
-    let worked = false;
-    if (!job.input.gzip && readFrom >= job.input.size) {
-      done = true;
-    } else {
-      // A fresh invocation loads the pinned version again: a 404 then is re-read as at the start.
-      const { resolved, signature } = await this.#model(job.model.name, job.model.version);
-      const parse = this.#parser(job, signature, resolved.config);
-      const batched = hasBatchAxis(signature, job.model.maxBatchSize);
-      const lines = splitLines(this.#input(job, readFrom), from, job.settings.maxLineBytes);
-      let slowest = 0;
-      try {
-        let next = await lines.next();
-        for (;;) {
-          if (next.done || next.value.start >= shardEnd) {
-            done = true;
-            break;
-          }
-          if ((worked || !mustProgress) && clock.remainingMs() - this.#config.timeMarginMs <= slowest) break;
-          const began = this.#now();
-          const scorer = new PartScorer({
-            scorer: this.#service,
-            model: job.model.name,
-            version: job.model.version,
-            batched,
-            maxBatchRecords: job.model.maxBatchSize,
-            maxBatchBytes: job.settings.maxBatchBytes,
-          });
-          let bytes = 0;
-          let first: Line | undefined;
-          let last: Line | undefined;
-          while (
-            !next.done &&
-            next.value.start < shardEnd &&
-            scorer.read < job.settings.partRecords &&
-            bytes < job.settings.partBytes
-          ) {
-            const line = next.value;
-            first ??= line;
-            last = line;
-            bytes += line.end - line.start;
-            // Line 1 of a CSV input is its header.
-            const result = job.input.format === 'csv' && line.number === 1 ? undefined : parse(line);
-            if (result !== undefined && result.kind !== 'blank') await scorer.add(result);
-            next = await lines.next();
-          }
-          await scorer.finish();
-          const firstLine = first as Line;
-          const lastLine = last as Line;
-          const part = await this.#writePart(job, shard, checkpoint.parts.length, scorer);
-          const ms = this.#now() - began;
-          checkpoint = {
-            ...checkpoint,
-            parts: [
-              ...checkpoint.parts,
-              {
-                ...part,
-                start: firstLine.start,
-                end: lastLine.end,
-                firstLine: firstLine.number,
-                lastLine: lastLine.number,
-                ms,
-              },
-            ],
-            next: { offset: lastLine.end, line: lastLine.number + 1 },
-          };
-          await this.#saveCheckpoint(checkpoint);
-          worked = true;
-          slowest = Math.max(slowest, ms);
-        }
-      } finally {
-        // Stops the read when the shard ended early or time ran short: the socket is freed.
-        await lines.return(undefined);
-      }
+    if (!job.input.gzip && readFrom >= job.input.size) return EMPTY_SOURCE;
+    // A fresh invocation loads the pinned version again: a 404 then is re-read as at the start.
+    const { resolved, signature } = await this.#model(job.model.name, job.model.version);
+    return new LineSource({
+      job,
+      lines: splitLines(this.#input(job, readFrom), from, job.settings.maxLineBytes),
+      shardEnd,
+      parse: this.#parser(job, signature, resolved.config),
+      score: {
+        scorer: this.#service,
+        model: job.model.name,
+        version: job.model.version,
+        batched: hasBatchAxis(signature, job.model.maxBatchSize),
+        maxBatchRecords: job.model.maxBatchSize,
+        maxBatchBytes: job.settings.maxBatchBytes,
+      },
+    });
+  }
+
+  /**
+   * A Parquet shard's row groups from its checkpoint on: the footer is read again (one ranged read of the
+   * tail) and must still say what the job pinned; the columns are planned again with the pinned mapping.
+   */
+  async #parquetSource(
+    start: Checkpoint,
+    job: JobSpec & { readonly parquet: ParquetJob },
+  ): Promise<RecordSource> {
+    const from = start.next?.offset ?? start.shard.start;
+    const end = Math.min(start.shard.end ?? job.parquet.rowGroups, job.parquet.rowGroups);
+    if (from >= end) return EMPTY_SOURCE;
+    const { signature } = await this.#model(job.model.name, job.model.version);
+    const codec = this.#parquetCodec();
+    const file = await this.#openParquet(codec, job);
+    if (file.info.rowGroups.length !== job.parquet.rowGroups || file.info.rows !== job.parquet.rows) {
+      throw new InputMismatchError(
+        `the Parquet footer of '${job.input.key}' now says ${file.info.rows} rows in ${file.info.rowGroups.length} row groups, the job pinned ${job.parquet.rows} in ${job.parquet.rowGroups}`,
+      );
     }
-    if (done) {
-      checkpoint = { ...checkpoint, done: true };
-      await this.#saveCheckpoint(checkpoint);
+    const plan = planParquetColumns(
+      signature,
+      hasBatchAxis(signature, job.model.maxBatchSize),
+      file.info.columns,
+      job.parquet.mapping,
+    );
+    return new ParquetSource({
+      job,
+      file,
+      plan,
+      codec,
+      from,
+      end,
+      scorer: this.#service,
+      maxTensorElements: this.#limits.maxTensorElements,
+    });
+  }
+
+  #parquetCodec(): ParquetCodec {
+    if (this.#parquet === undefined) {
+      throw new UnsupportedInputError('this batch runtime has no Parquet reader: upload JSON Lines or CSV');
     }
-    return { checkpoint, done, worked, counted: true };
+    return this.#parquet;
+  }
+
+  /** Opens the job's Parquet input by its footer, at the pinned version and size. */
+  #openParquet(codec: ParquetCodec, job: JobSpec): Promise<ParquetFile> {
+    return codec.open(
+      { bucket: job.input.bucket, key: job.input.key },
+      {
+        size: job.input.size,
+        etag: job.input.etag,
+        ...(job.input.versionId === undefined ? {} : { versionId: job.input.versionId }),
+      },
+    );
   }
 
   /**
@@ -690,37 +823,85 @@ export class BatchJobRunner {
     return exactBytes(source, start, end ?? job.input.size, `the input '${job.input.key}'`);
   }
 
-  /** Writes a scored part's result and error lines as immutable objects. */
+  /** Writes a scored part's result and error bytes as immutable objects. */
   async #writePart(
     job: JobSpec,
     shard: ShardSpec,
     no: number,
-    scorer: PartScorer,
+    part: ScoredPart,
   ): Promise<Omit<PartRecord, 'start' | 'end' | 'firstLine' | 'lastLine' | 'ms'>> {
     const keys = partKeys(job, shard, no);
     const bucket = job.output.bucket;
+    const parquetOut = job.output.format === 'parquet';
     const outBytes =
-      scorer.scored === 0
+      part.scored === 0
         ? undefined
-        : await this.#store.write({ bucket, key: keys.out }, scorer.out.chunks(), {
-            contentType: NDJSON,
-            gzip: job.output.gzip,
+        : await this.#store.write({ bucket, key: keys.out }, part.out.chunks(), {
+            contentType: parquetOut ? PARQUET : NDJSON,
+            gzip: !parquetOut && job.output.gzip,
           });
     const errorBytes =
-      scorer.failed === 0
+      part.failed === 0
         ? undefined
-        : await this.#store.write({ bucket, key: keys.errors }, scorer.errors.chunks(), {
+        : await this.#store.write({ bucket, key: keys.errors }, part.errors.chunks(), {
             contentType: NDJSON,
             gzip: false,
           });
     return {
       no,
-      read: scorer.read,
-      scored: scorer.scored,
-      failed: scorer.failed,
+      read: part.read,
+      scored: part.scored,
+      failed: part.failed,
       ...(outBytes === undefined ? {} : { out: { key: keys.out, bytes: outBytes } }),
       ...(errorBytes === undefined ? {} : { errors: { key: keys.errors, bytes: errorBytes } }),
+      ...(outBytes === undefined || part.rowGroups === undefined ? {} : { rowGroups: part.rowGroups }),
     };
+  }
+
+  /**
+   * The results object: the parts' bytes concatenated (JSON Lines), or for Parquet `PAR1`, the parts and a
+   * footer built from the row-group metadata their checkpoints kept. Returns its size and the work objects
+   * written for it (to delete after the commit).
+   */
+  async #writeResults(
+    job: JobSpec,
+    parts: readonly PartRecord[],
+  ): Promise<{ bytes: number; work: string[] }> {
+    const bucket = job.output.bucket;
+    const outRef = { bucket, key: job.output.out };
+    const sources = parts.flatMap((part) => (part.out === undefined ? [] : [part.out]));
+    if (job.output.format !== 'parquet' || job.parquet === undefined) {
+      const bytes =
+        sources.length === 0
+          ? await this.#store.write(outRef, [], { contentType: NDJSON, gzip: job.output.gzip })
+          : await this.#store.concat(outRef, sources, NDJSON);
+      return { bytes, work: [] };
+    }
+    const layouts = parts.flatMap((part) => {
+      if (part.out === undefined) return [];
+      if (part.rowGroups === undefined) {
+        throw new BatchStateError(`part ${part.no} of '${job.input.key}' lost its row-group metadata`);
+      }
+      return [{ bytes: part.out.bytes, rowGroups: part.rowGroups }];
+    });
+    const { head, footer } = this.#parquetCodec().fileEnds(job.parquet.schema, layouts);
+    if (sources.length === 0) {
+      return {
+        bytes: await this.#store.write(outRef, [head, footer], { contentType: PARQUET, gzip: false }),
+        work: [],
+      };
+    }
+    // The ends are small objects of their own, so the whole file streams through one `concat`.
+    const keys = parquetEndKeys(job.output.work);
+    const raw = { contentType: 'application/octet-stream', gzip: false };
+    const headBytes = await this.#store.write({ bucket, key: keys.head }, [head], raw);
+    const footerBytes = await this.#store.write({ bucket, key: keys.footer }, [footer], raw);
+    const bytes = await this.#store.concat(
+      outRef,
+      [{ key: keys.head, bytes: headBytes }, ...sources, { key: keys.footer, bytes: footerBytes }],
+      PARQUET,
+    );
+    return { bytes, work: [keys.head, keys.footer] };
   }
 
   /** Streams the parts into the final objects, then writes the manifest (the commit point) and tidies up. */
@@ -734,14 +915,13 @@ export class BatchJobRunner {
     assertPartsCoverInput(job, checkpoints);
     const bucket = job.output.bucket;
     const parts = checkpoints.flatMap((c) => c.parts.map((part) => ({ part, shard: c.shard })));
-    const outSources = parts.flatMap(({ part }) => (part.out === undefined ? [] : [part.out]));
     const errorSources = parts.flatMap(({ part }) => (part.errors === undefined ? [] : [part.errors]));
-    const outRef = { bucket, key: job.output.out };
     const errorsRef = { bucket, key: job.output.errors };
-    const outBytes =
-      outSources.length === 0
-        ? await this.#store.write(outRef, [], { contentType: NDJSON, gzip: job.output.gzip })
-        : await this.#store.concat(outRef, outSources, NDJSON);
+    const results = await this.#writeResults(
+      job,
+      parts.map(({ part }) => part),
+    );
+    const outBytes = results.bytes;
     const errorBytes =
       errorSources.length === 0
         ? await this.#store.write(errorsRef, [], { contentType: NDJSON, gzip: false })
@@ -766,7 +946,7 @@ export class BatchJobRunner {
       },
       parts: parts.map(({ part, shard }) => {
         // Part objects are deleted after the commit: the manifest keeps their ranges and counts only.
-        const { out: _out, errors: _errors, ...kept } = part;
+        const { out: _out, errors: _errors, rowGroups: _rowGroups, ...kept } = part;
         return { shard: [shard.start, shard.end] as const, ...kept };
       }),
       timings: {
@@ -781,6 +961,7 @@ export class BatchJobRunner {
     this.#log.info('batch job committed', { key: job.input.key, manifest: manifestRef.key, ...counts });
     await this.#tidy(bucket, [
       ...checkpoints.flatMap((c) => [...workKeys(c), checkpointKey(job.output.work, c.shard)]),
+      ...results.work,
       ...extraKeys,
     ]);
     return { status: 'succeeded', manifest: manifestRef.key, counts };
@@ -974,6 +1155,11 @@ export class BatchJobRunner {
   }
 }
 
+/** What the results of an input in `format` are written as. */
+function outputFormatOf(format: InputKey['format'], config: BatchConfig): OutputFormat {
+  return format === 'parquet' ? config.parquetOutput : 'jsonl';
+}
+
 /** The input object as the job and its manifest record it. */
 function inputOf({ object, etag, info, input }: Prepared) {
   return {
@@ -991,7 +1177,8 @@ function initialCheckpoint(job: JobSpec, shard: ShardSpec): Checkpoint {
     format: CHECKPOINT_FORMAT,
     job,
     shard,
-    next: shard.start === 0 ? { offset: 0, line: 1 } : null,
+    // Parquet: row group 0, row 0; text: byte 0, line 1.
+    next: shard.start === 0 ? { offset: 0, line: job.parquet === undefined ? 1 : 0 } : null,
     parts: [],
     done: false,
     invocations: 0,

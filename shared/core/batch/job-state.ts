@@ -4,7 +4,9 @@
  * lists them and the input offset where the next part starts, so a resumed run reads on from there.
  */
 import { BatchStateError, UnreadableBatchStateError } from './errors';
-import type { InputFormat } from './object-names';
+import type { InputFormat, OutputFormat } from './object-names';
+import type { ParquetMappingConfig } from './parquet-mapping';
+import type { ParquetOutputSchema } from './parquet-port';
 
 /** The `format` tag of each stored document; a reader refuses any other. */
 export const CHECKPOINT_FORMAT = 'onnx-serverless/batch-checkpoint@1';
@@ -35,7 +37,11 @@ export interface JobSpec {
     readonly manifest: string;
     readonly work: string;
     readonly gzip: boolean;
+    /** What the results are written as; absent: JSON Lines (jobs pinned before Parquet output existed). */
+    readonly format?: OutputFormat;
   };
+  /** Parquet inputs: what the footer said when the job started, and how columns fill inputs and outputs. */
+  readonly parquet?: ParquetJob;
   /** CSV: the header line (line 1), which shards that start later need too. */
   readonly csvHeader?: string;
   readonly settings: {
@@ -50,8 +56,19 @@ export interface JobSpec {
   readonly startedAt: string;
 }
 
+/** What a Parquet job pins when it starts, so every invocation and shard reads the file the same way. */
+export interface ParquetJob {
+  /** The model's `batch` mapping (config.json), or the default one. */
+  readonly mapping: ParquetMappingConfig;
+  /** Rows and row groups the footer declares: the parts must account for exactly these. */
+  readonly rows: number;
+  readonly rowGroups: number;
+  /** The results file's columns (also when the results are written as JSON Lines: unused then). */
+  readonly schema: ParquetOutputSchema;
+}
+
 /**
- * A byte range of the input: lines that *start* in [start, end) belong to it (a line that runs past `end`
+ * A byte range of the input (for Parquet, a range of row groups [start, end)): lines that *start* in [start, end) belong to it (a line that runs past `end`
  * is read to its end). `end` null: to the end of the input. `newlinesBefore` counts the `\n` bytes before
  * `start`, so lines keep their numbers in the file; when absent the shard counts them itself.
  */
@@ -64,7 +81,10 @@ export interface ShardSpec {
 /** The whole input as one shard: what an S3-triggered run scores. */
 export const WHOLE_INPUT: ShardSpec = Object.freeze({ start: 0, end: null, newlinesBefore: 0 });
 
-/** A completed part: records of lines `firstLine`..`lastLine`, bytes [start, end) of the input. */
+/**
+ * A completed part: records of lines `firstLine`..`lastLine`, bytes [start, end) of the input. For a
+ * Parquet input, row groups [start, end) and rows `firstLine`..`lastLine` (0-based row indices).
+ */
 export interface PartRecord {
   readonly no: number;
   readonly start: number;
@@ -78,6 +98,11 @@ export interface PartRecord {
   readonly out?: { readonly key: string; readonly bytes: number };
   /** The part's error lines; absent when none failed. */
   readonly errors?: { readonly key: string; readonly bytes: number };
+  /**
+   * Parquet output: the part's row-group metadata (JSON, offsets relative to the part), which the commit
+   * needs to write the file's footer; kept here because the part's bytes have no footer of their own.
+   */
+  readonly rowGroups?: string;
   readonly ms: number;
 }
 
@@ -86,7 +111,10 @@ export interface Checkpoint {
   readonly format: typeof CHECKPOINT_FORMAT;
   readonly job: JobSpec;
   readonly shard: ShardSpec;
-  /** Where the next part starts: a line start. `null` before the first part of a shard that starts mid-file. */
+  /**
+   * Where the next part starts: a line start (for Parquet: `offset` is the next row group, `line` its first
+   * row). `null` before the first part of a shard that starts mid-file.
+   */
   readonly next: { readonly offset: number; readonly line: number } | null;
   readonly parts: readonly PartRecord[];
   readonly done: boolean;
@@ -147,7 +175,42 @@ export function checkpointKey(work: string, shard: ShardSpec): string {
 /** Keys of a part's objects. */
 export function partKeys(job: JobSpec, shard: ShardSpec, no: number): { out: string; errors: string } {
   const stem = `${job.output.work}/${shardId(shard)}/${String(no).padStart(6, '0')}`;
-  return { out: `${stem}.out.jsonl${job.output.gzip ? '.gz' : ''}`, errors: `${stem}.errors.jsonl` };
+  const out =
+    job.output.format === 'parquet'
+      ? `${stem}.out.parquet`
+      : `${stem}.out.jsonl${job.output.gzip ? '.gz' : ''}`;
+  return { out, errors: `${stem}.errors.jsonl` };
+}
+
+/** Keys of the first and last bytes of a Parquet results file (`PAR1`, the footer), written at the commit. */
+export function parquetEndKeys(work: string): { head: string; footer: string } {
+  return { head: `${work}/head.parquet-bytes`, footer: `${work}/footer.parquet-bytes` };
+}
+
+/**
+ * Row groups of a Parquet input cut into shards of about `shardBytes` compressed bytes, each at least one
+ * row group (a Parquet file cannot be entered mid-row-group); the last is open-ended. An empty file: one.
+ *
+ * @example
+ * rowGroupShards([60, 60, 60, 60], 100); // [{start: 0, end: 2}, {start: 2, end: null}]
+ */
+export function rowGroupShards(
+  groupBytes: readonly number[],
+  shardBytes: number,
+): { start: number; end: number | null }[] {
+  const shards: { start: number; end: number | null }[] = [];
+  let start = 0;
+  let bytes = 0;
+  groupBytes.forEach((b, i) => {
+    bytes += b;
+    if (bytes >= shardBytes && i + 1 < groupBytes.length) {
+      shards.push({ start, end: i + 1 });
+      start = i + 1;
+      bytes = 0;
+    }
+  });
+  shards.push({ start, end: null });
+  return shards;
 }
 
 /** Keys of a sharded run's plan and of the shard list its Distributed Map reads. */
@@ -184,6 +247,10 @@ export function shardRanges(
  * @throws {@link BatchStateError} naming the first gap
  */
 export function assertPartsCoverInput(job: JobSpec, checkpoints: readonly Checkpoint[]): void {
+  if (job.parquet !== undefined) {
+    assertPartsCoverRowGroups(job, job.parquet, checkpoints);
+    return;
+  }
   const what = `the parts of '${job.input.key}'`;
   let at = 0;
   for (const checkpoint of checkpoints) {
@@ -210,6 +277,57 @@ export function assertPartsCoverInput(job: JobSpec, checkpoints: readonly Checkp
   }
   if (!job.input.gzip && at !== job.input.size) {
     throw new BatchStateError(`${what} end at byte ${at} of ${job.input.size}`);
+  }
+}
+
+/**
+ * The Parquet form of {@link assertPartsCoverInput}: from row group 0 each part starts where the one before
+ * ended, the last ends at the footer's row-group count, each part reads exactly the rows of its row groups
+ * (rows consecutive from 0) and counts each as scored or failed, and the rows read add up to the footer's.
+ *
+ * @throws {@link BatchStateError} naming the first gap
+ */
+function assertPartsCoverRowGroups(
+  job: JobSpec,
+  parquet: ParquetJob,
+  checkpoints: readonly Checkpoint[],
+): void {
+  const what = `the parts of '${job.input.key}'`;
+  let group = 0;
+  let row = 0;
+  for (const checkpoint of checkpoints) {
+    if (!checkpoint.done) {
+      throw new BatchStateError(
+        `${what}: row groups [${checkpoint.shard.start}, ${checkpoint.shard.end ?? 'end'}) are not done`,
+      );
+    }
+    for (const part of checkpoint.parts) {
+      if (part.start !== group || part.end <= part.start) {
+        throw new BatchStateError(
+          part.start > group
+            ? `${what} leave row groups [${group}, ${part.start}) unread`
+            : `${what} read row groups [${part.start}, ${group}) twice`,
+        );
+      }
+      const rows = part.lastLine - part.firstLine + 1;
+      if (part.firstLine !== row || part.read !== rows) {
+        throw new BatchStateError(
+          `${what}: part ${part.no} read ${part.read} rows from row ${part.firstLine}, expected ${Math.max(0, rows)} from row ${row}`,
+        );
+      }
+      if (part.read !== part.scored + part.failed) {
+        throw new BatchStateError(
+          `${what}: part ${part.no} read ${part.read} rows but scored ${part.scored} and failed ${part.failed}`,
+        );
+      }
+      group = part.end;
+      row = part.lastLine + 1;
+    }
+  }
+  if (group !== parquet.rowGroups || row !== parquet.rows) {
+    throw new BatchStateError(
+      `${what} end at row group ${group} of ${parquet.rowGroups}, row ${row} of ${parquet.rows}`,
+    );
   }
 }
 
@@ -268,7 +386,8 @@ export function isJobSpec(value: unknown): value is JobSpec {
     typeof input.key === 'string' &&
     typeof input.etag === 'string' &&
     typeof input.size === 'number' &&
-    (input.format === 'jsonl' || input.format === 'csv') &&
+    (input.format === 'jsonl' || input.format === 'csv' || input.format === 'parquet') &&
+    (input.format !== 'parquet' || isParquetJob(job.parquet)) &&
     typeof input.gzip === 'boolean' &&
     typeof model?.name === 'string' &&
     typeof model.version === 'string' &&
@@ -282,5 +401,19 @@ export function isJobSpec(value: unknown): value is JobSpec {
     typeof settings.partBytes === 'number' &&
     typeof settings.maxBatchBytes === 'number' &&
     typeof settings.maxLineBytes === 'number'
+  );
+}
+
+function isParquetJob(value: unknown): value is ParquetJob {
+  if (typeof value !== 'object' || value === null) return false;
+  const p = value as Json;
+  const schema = p.schema as Json | undefined;
+  return (
+    typeof p.mapping === 'object' &&
+    p.mapping !== null &&
+    typeof p.rows === 'number' &&
+    typeof p.rowGroups === 'number' &&
+    typeof schema?.idColumn === 'string' &&
+    Array.isArray(schema.outputs)
   );
 }

@@ -7,11 +7,7 @@
  */
 import { isValidModelName, isValidVersion, printable } from '../names';
 
-/**
- * Input formats, told by the key's extension (before `.gz`); anything else is JSON Lines. `parquet` is
- * recognised so that a Parquet upload fails its job with a clear reason instead of being read as lines
- * (the job does not score Parquet yet: docs/batch.md, "Parquet").
- */
+/** Input formats, told by the key's extension (before `.gz`); anything else is JSON Lines. */
 export const INPUT_FORMATS = ['jsonl', 'csv', 'parquet'] as const;
 export type InputFormat = (typeof INPUT_FORMATS)[number];
 
@@ -81,6 +77,9 @@ export function parseInputKey(key: string, inputPrefix: string): InputKeyResult 
   return { ok: true, input: { model, version, path, format: known ?? 'jsonl', gzipSuffix, name } };
 }
 
+/** What a job's results are written as. */
+export type OutputFormat = 'jsonl' | 'parquet';
+
 /** The keys of one job's results and work, all under the output prefix. */
 export interface OutputNames {
   /** `<output-prefix>/<model>/<name>` */
@@ -93,10 +92,11 @@ export interface OutputNames {
 }
 
 /**
- * Output keys for an input: `<base>.out.jsonl[.gz]`, `<base>.errors.jsonl`, `<base>.manifest.json` and the
- * work folder `<base>.parts/<etag>`.
+ * Output keys for an input: `<base>.out.jsonl[.gz]` (or `<base>.out.parquet`), `<base>.errors.jsonl`,
+ * `<base>.manifest.json` and the work folder `<base>.parts/<etag>`.
  *
  * @param outputPrefix - without leading or trailing `/`; `''` is the bucket's root
+ * @param outFormat - what the results are written as (Parquet is never gzipped: its pages are compressed)
  */
 export function outputNames(
   outputPrefix: string,
@@ -104,11 +104,12 @@ export function outputNames(
   name: string,
   etag: string,
   gzipOutput: boolean,
+  outFormat: OutputFormat = 'jsonl',
 ): OutputNames {
   const base = `${outputPrefix === '' ? '' : `${outputPrefix}/`}${model}/${name}`;
   return {
     base,
-    out: `${base}.out.jsonl${gzipOutput ? '.gz' : ''}`,
+    out: outFormat === 'parquet' ? `${base}.out.parquet` : `${base}.out.jsonl${gzipOutput ? '.gz' : ''}`,
     errors: `${base}.errors.jsonl`,
     manifest: `${base}.manifest.json`,
     work: `${base}.parts/${etagSegment(etag)}`,

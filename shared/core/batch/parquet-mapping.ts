@@ -25,6 +25,7 @@ import {
   type TensorSpec,
 } from '../tensor';
 import { UnsupportedInputError } from './errors';
+import type { IdColumnType } from './parquet-port';
 
 /** Where one model input's values come from, as config.json's `batch.inputs.<input>` says. */
 export type ParquetInputSource = { readonly columns: readonly string[] } | { readonly prefix: string };
@@ -83,6 +84,8 @@ export interface FileColumn {
   readonly name: string;
   /** A LIST column (one array per row); otherwise a scalar column. */
   readonly list: boolean;
+  /** For a scalar column that can be an id: the output's id column type that holds its values. */
+  readonly idType?: IdColumnType;
 }
 
 /** One model input and the columns that fill it. */

@@ -89,7 +89,7 @@ async function run(records: readonly ParsedRecord[], options: ScoreOptions): Pro
  * Errors the records may have caused: the service refusing their tensors, or the engine failing on them
  * (anything that is not one of our named errors). Named errors about the model or the instance are not.
  */
-function isRecordsFault(error: unknown): boolean {
+export function isRecordsFault(error: unknown): boolean {
   if (error instanceof InvalidInputError || error instanceof PayloadTooLargeError) return true;
   return !(error instanceof ServingError);
 }

@@ -34,6 +34,7 @@ const CONFIG: BatchConfig = {
   csvIdColumn: 'id',
   joinInput: false,
   gzipOutput: false,
+  parquetOutput: 'parquet',
   shardBytes: 40,
   maxContinuations: 100,
   stateMachineArn: undefined,
@@ -449,7 +450,7 @@ describe('BatchJobRunner', () => {
       expect(s.objects.keys(`${BUCKET}/out/`)).toEqual([`${BUCKET}/out/doubler/t.manifest.json`]);
     });
 
-    it('fails a Parquet input with a manifest that says so, instead of reading it as lines', async () => {
+    it('fails a Parquet input in a runtime without a Parquet codec, instead of reading it as lines', async () => {
       const s = setup();
       s.objects.set(BUCKET, 'in/doubler/t.parquet', 'PAR1\n{"x": [1, 2]}\nPAR1');
       const outcome = await s.runner.runObject({ bucket: BUCKET, key: 'in/doubler/t.parquet' }, ENOUGH);

@@ -23,6 +23,7 @@ const CONFIG: BatchConfig = {
   csvIdColumn: 'id',
   joinInput: false,
   gzipOutput: false,
+  parquetOutput: 'parquet',
   shardBytes: 256 * MB,
   maxContinuations: 100,
   stateMachineArn: 'arn:aws:states:us-east-1:123456789012:stateMachine:batch',

@@ -5,6 +5,7 @@ import {
   type Checkpoint,
   type JobSpec,
   type PartRecord,
+  rowGroupShards,
   type ShardSpec,
   WHOLE_INPUT,
 } from '../../../shared/core/batch/job-state';
@@ -97,5 +98,71 @@ describe('assertPartsCoverInput', () => {
     expect(() => assertPartsCoverInput(gzip, [checkpoint([part(0, 0, 40), part(1, 41, 250)])])).toThrow(
       /unread/,
     );
+  });
+});
+
+describe('assertPartsCoverInput for Parquet (row groups and rows)', () => {
+  const PARQUET: JobSpec = {
+    ...JOB,
+    input: { ...JOB.input, key: 'in/m/a.parquet', format: 'parquet' },
+    parquet: {
+      mapping: { idColumn: 'id', inputs: {} },
+      rows: 30,
+      rowGroups: 3,
+      schema: { idColumn: 'id', idType: 'STRING', outputs: [] },
+    },
+  };
+  /** Row groups [start, end) of 10 rows each. */
+  const groups = (no: number, start: number, end: number, counts?: Partial<PartRecord>): PartRecord => ({
+    no,
+    start,
+    end,
+    firstLine: start * 10,
+    lastLine: end * 10 - 1,
+    read: (end - start) * 10,
+    scored: (end - start) * 10 - 1,
+    failed: 1,
+    ms: 1,
+    ...counts,
+  });
+  const check = (parts: PartRecord[]) => () =>
+    assertPartsCoverInput(PARQUET, [{ ...checkpoint(parts), job: PARQUET }]);
+
+  it('accepts parts of whole row groups that tile the file and read every row', () => {
+    expect(check([groups(0, 0, 2), groups(1, 2, 3)])).not.toThrow();
+  });
+
+  it.each([
+    ['a row group left out', [groups(0, 0, 1), groups(1, 2, 3)], 'leave row groups [1, 2) unread'],
+    ['a row group read twice', [groups(0, 0, 2), groups(1, 1, 3)], 'read row groups [1, 2) twice'],
+    ['row groups short of the footer', [groups(0, 0, 2)], 'end at row group 2 of 3, row 20 of 30'],
+    [
+      'a part that read fewer rows than its row groups hold',
+      [groups(0, 0, 2, { read: 19, scored: 18 }), groups(1, 2, 3)],
+      'part 0 read 19 rows from row 0, expected 20 from row 0',
+    ],
+    [
+      'a row neither scored nor failed',
+      [groups(0, 0, 2, { scored: 10 }), groups(1, 2, 3)],
+      'part 0 read 20 rows but scored 10 and failed 1',
+    ],
+  ])('refuses %s', (_, parts, message) => {
+    expect(check(parts)).toThrow(BatchStateError);
+    expect(check(parts)).toThrow(message);
+  });
+});
+
+describe('rowGroupShards', () => {
+  it('cuts row groups into shards of about shardBytes, at least one group each, the last open-ended', () => {
+    expect(rowGroupShards([60, 60, 60, 60], 100)).toEqual([
+      { start: 0, end: 2 },
+      { start: 2, end: null },
+    ]);
+    expect(rowGroupShards([500, 10, 10], 100)).toEqual([
+      { start: 0, end: 1 },
+      { start: 1, end: null },
+    ]);
+    expect(rowGroupShards([10, 10], 100)).toEqual([{ start: 0, end: null }]);
+    expect(rowGroupShards([], 100)).toEqual([{ start: 0, end: null }]);
   });
 });
