@@ -149,6 +149,33 @@ const DYNAMIC_BATCHING_KEYS = [
 
 type Json = Record<string, unknown>;
 
+/** Every key config.json may hold at its top level; `batch` is parsed by batch/parquet-mapping.ts. */
+const TOP_LEVEL_KEYS = [
+  'name',
+  'platform',
+  'maxBatchSize',
+  'defaultVersion',
+  'versions',
+  'session',
+  'dynamicBatching',
+  'emptyDims',
+  'batch',
+] as const;
+
+const VERSION_KEYS = ['sha256', 'size', 'ort', 'variants'] as const;
+// `accuracy` and `rewrite` are the model tool's records of how the variant was made and measured.
+const VARIANT_KEYS = [
+  'sha256',
+  'size',
+  'providers',
+  'runsOn',
+  'precision',
+  'ort',
+  'accuracy',
+  'rewrite',
+] as const;
+const ARTIFACT_KEYS = ['sha256', 'size'] as const;
+
 function isObject(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -174,6 +201,8 @@ function readModelConfig(model: string, raw: unknown, problems: string[]): Model
     problems.push('expected a JSON object');
     return undefined;
   }
+  // A misspelt top-level key (`maxBatchsize`) would otherwise be ignored and its setting not apply.
+  reportUnknownKeys(raw, TOP_LEVEL_KEYS, 'config.json', problems);
   if (raw.name !== undefined && raw.name !== model) {
     problems.push(`'name' is '${String(raw.name)}' but the folder is '${model}'`);
   }
@@ -313,8 +342,9 @@ function readVersions(raw: unknown, problems: string[]): Record<string, VersionI
     }
     const artifact = readArtifact(`versions.${version}`, info, problems);
     if (artifact === undefined || !isObject(info)) continue;
+    reportUnknownKeys(info, VERSION_KEYS, `versions.${version}`, problems);
     const ort =
-      info.ort === undefined ? undefined : readArtifact(`versions.${version}.ort`, info.ort, problems);
+      info.ort === undefined ? undefined : readOrtCopy(`versions.${version}.ort`, info.ort, problems);
     const variants =
       info.variants === undefined
         ? undefined
@@ -345,6 +375,7 @@ function readVariants(where: string, raw: unknown, problems: string[]): Record<s
     const at = `${where}.${name}`;
     const artifact = readArtifact(at, info, problems);
     if (artifact === undefined || !isObject(info)) continue;
+    reportUnknownKeys(info, VARIANT_KEYS, at, problems);
     const providers = readProviderList(`${at}.providers`, info.providers, problems);
     const runsOn = readProviderList(`${at}.runsOn`, info.runsOn, problems);
     if (providers === null || runsOn === null) continue;
@@ -360,7 +391,7 @@ function readVariants(where: string, raw: unknown, problems: string[]): Record<s
         problems.push(`'${at}.precision' must be one of ${VARIANT_PRECISIONS.join(', ')}`);
       }
     }
-    const ort = info.ort === undefined ? undefined : readArtifact(`${at}.ort`, info.ort, problems);
+    const ort = info.ort === undefined ? undefined : readOrtCopy(`${at}.ort`, info.ort, problems);
     const accuracy = readAccuracy(`${at}.accuracy`, info.accuracy, problems);
     variants[name] = {
       ...artifact,
@@ -407,6 +438,12 @@ function readAccuracy(where: string, raw: unknown, problems: string[]): VariantA
     if (typeof value === 'number' && Number.isFinite(value)) accuracy[key] = value;
   }
   return accuracy as VariantAccuracy;
+}
+
+/** An ORT-format copy's entry: only `sha256` and `size`. */
+function readOrtCopy(where: string, raw: unknown, problems: string[]): ArtifactInfo | undefined {
+  if (isObject(raw)) reportUnknownKeys(raw, ARTIFACT_KEYS, where, problems);
+  return readArtifact(where, raw, problems);
 }
 
 function readArtifact(where: string, raw: unknown, problems: string[]): ArtifactInfo | undefined {

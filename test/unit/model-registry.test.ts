@@ -134,6 +134,51 @@ describe('ModelRegistry', () => {
       }
     });
 
+    it('refuses unknown keys at the top level and in version, variant and ORT-copy entries', () => {
+      const artifact = { sha256: 'a'.repeat(64), size: 1 };
+      const parse = (config: object) => () => parseModelConfig('m', JSON.stringify(config));
+      expect(parse({ versions: { '1': artifact }, maxBatchsize: 8 })).toThrow(
+        "model 'm': config.json is invalid: 'config.json' has an unknown key 'maxBatchsize' (did you mean 'maxBatchSize'?)",
+      );
+      expect(parse({ versions: { '1': { ...artifact, sha: 'x' } } })).toThrow(
+        "'versions.1' has an unknown key 'sha' (known: sha256, size, ort, variants)",
+      );
+      expect(parse({ versions: { '1': { ...artifact, ort: { ...artifact, sizes: 2 } } } })).toThrow(
+        "'versions.1.ort' has an unknown key 'sizes' (did you mean 'size'?)",
+      );
+      const variant = { ...artifact, precision: 'int8', runsOn: ['cpu'] };
+      expect(
+        parse({ versions: { '1': { ...artifact, variants: { int8: { ...variant, provider: ['cpu'] } } } } }),
+      ).toThrow("'versions.1.variants.int8' has an unknown key 'provider' (did you mean 'providers'?)");
+      // Every key the model tool writes, and the batch mapping, are still taken.
+      const full = {
+        name: 'm',
+        platform: 'onnxruntime_onnx',
+        maxBatchSize: 8,
+        defaultVersion: '1',
+        versions: {
+          '1': {
+            ...artifact,
+            ort: artifact,
+            variants: {
+              int8: {
+                ...variant,
+                providers: ['cpu'],
+                ort: artifact,
+                accuracy: { inputs: 'random', cosine: 1, bounds: {} },
+                rewrite: { onnxruntime: '1' },
+              },
+            },
+          },
+        },
+        session: {},
+        dynamicBatching: { maxBatchSize: 8, maxQueueDelayMs: 1, maxQueueSize: 16 },
+        emptyDims: {},
+        batch: { idColumn: 'id', inputs: { x: { prefix: 'x_' } } },
+      };
+      expect(parse(full)()).toMatchObject({ maxBatchSize: 8, batch: { idColumn: 'id' } });
+    });
+
     it('refuses unknown keys in session and dynamicBatching, naming the key and the nearest known one', () => {
       const versions = { '1': { sha256: 'a'.repeat(64), size: 1 } };
       const parse = (extra: object) => () =>
