@@ -1,12 +1,13 @@
 /**
- * Part 3, batch throughput: the bundled batch handler scoring JSONL inputs of 10,000 and 100,000 records
- * from and to s3rver on loopback, each sample in a fresh process (children/batch-throughput.ts), against a
+ * Part 3, batch throughput: the bundled batch handler scoring JSONL and Parquet inputs (the same records;
+ * Parquet written by DuckDB from the JSONL file) of 10,000 and 100,000 records from and to s3rver on loopback, each sample in a fresh process (children/batch-throughput.ts), against a
  * loop of `session.run` over the same records pre-parsed into tensors of the runner's micro-batch size.
  */
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { type DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import type { BatchReport, BatchSpec } from '../lib/batch-protocol';
 import { runChild } from '../lib/child';
 import { benchInput } from '../lib/input';
@@ -37,8 +38,13 @@ interface Sample {
   readonly peakRssMB: number;
 }
 
+/** The input formats measured, each through the same handler. */
+type InputFormat = 'jsonl' | 'parquet';
+const FORMATS: readonly InputFormat[] = ['jsonl', 'parquet'];
+
 export interface BatchRow {
   readonly model: string;
+  readonly format: InputFormat;
   readonly records: number;
   readonly recordsPerSecond: Summary;
   readonly rawRecordsPerSecond: Summary;
@@ -63,6 +69,7 @@ export async function runBatchThroughput(options: PartOptions): Promise<PartResu
   const extraSizes = quick ? [] : [EXTRA_RECORDS];
   const specs = quick ? MODELS.slice(0, 1) : MODELS;
   const repo = await startRepository();
+  const duck = await (await DuckDBInstance.create(':memory:')).connect();
   try {
     const rows: BatchRow[] = [];
     const models: BenchModel[] = [];
@@ -71,11 +78,15 @@ export async function runBatchThroughput(options: PartOptions): Promise<PartResu
       await repo.publish(model, { maxBatchSize: MAX_BATCH_SIZE });
       models.push(model);
       const features = model.input.shape[1] as number;
-      const warmup = jsonl(WARMUP_RECORDS, features, model.input.name);
-      for (const records of models.length === 1 ? [...sizes, ...extraSizes] : sizes) {
+      const warmupText = jsonl(WARMUP_RECORDS, features, model.input.name);
+      for (const [records, format] of cases(models.length === 1 ? [...sizes, ...extraSizes] : sizes)) {
         const text = jsonl(records, features, model.input.name);
         const dataFile = join(workDir, `${model.name}-${records}.jsonl`);
         await writeFile(dataFile, text);
+        const warmupFile = join(workDir, `${model.name}-warmup.jsonl`);
+        await writeFile(warmupFile, warmupText);
+        const body = format === 'jsonl' ? text : await toParquet(duck, dataFile, model.input.name);
+        const warmup = format === 'jsonl' ? warmupText : await toParquet(duck, warmupFile, model.input.name);
         const samples: Sample[] = [];
         for (let run = 0; run < options.runs; run++) {
           // A committed job never runs again: every sample scores inputs under keys of its own.
@@ -83,10 +94,10 @@ export async function runBatchThroughput(options: PartOptions): Promise<PartResu
           const spec: BatchSpec = {
             handler,
             bucket: repo.bucket,
-            warmupKey: `${base}/warmup-${records}.jsonl`,
-            warmupEtag: await put(repo, `${base}/warmup-${records}.jsonl`, warmup),
-            inputKey: `${base}/records-${records}.jsonl`,
-            inputEtag: await put(repo, `${base}/records-${records}.jsonl`, text),
+            warmupKey: `${base}/warmup-${records}.${format}`,
+            warmupEtag: await put(repo, `${base}/warmup-${records}.${format}`, warmup),
+            inputKey: `${base}/records-${records}.${format}`,
+            inputEtag: await put(repo, `${base}/records-${records}.${format}`, body),
             records,
             dataFile,
             ortFile: model.ort.file,
@@ -111,7 +122,18 @@ export async function runBatchThroughput(options: PartOptions): Promise<PartResu
             },
             timeoutMs: 600_000,
           });
-          await checkOutput(repo, `batch/out/${model.name}/run-${run}/records-${records}.out.jsonl`, records);
+          if (result.outcome.counts?.scored !== records) {
+            throw new Error(
+              `the job scored ${JSON.stringify(result.outcome.counts)}, not ${records} records`,
+            );
+          }
+          if (format === 'jsonl') {
+            await checkOutput(
+              repo,
+              `batch/out/${model.name}/run-${run}/records-${records}.out.jsonl`,
+              records,
+            );
+          }
           samples.push({
             recordsPerSecond: records / (result.jobMs / 1000),
             rawRecordsPerSecond: records / (result.rawMs / 1000),
@@ -120,6 +142,7 @@ export async function runBatchThroughput(options: PartOptions): Promise<PartResu
         }
         rows.push({
           model: model.name,
+          format,
           records,
           recordsPerSecond: summarize(samples.map((s) => s.recordsPerSecond)),
           rawRecordsPerSecond: summarize(samples.map((s) => s.rawRecordsPerSecond)),
@@ -130,13 +153,35 @@ export async function runBatchThroughput(options: PartOptions): Promise<PartResu
           ),
           samples,
         });
-        log(`batch: ${model.name} ${records} records done`);
+        log(`batch: ${model.name} ${format} ${records} records done`);
       }
     }
     return report(models, rows, sizes);
   } finally {
+    duck.closeSync();
     await repo.close();
   }
+}
+
+/** Each size in JSONL, then the targets' sizes in Parquet too (the extra size: JSONL only). */
+function cases(sizes: readonly number[]): [number, InputFormat][] {
+  return FORMATS.flatMap((format) =>
+    sizes
+      .filter((n) => format === 'jsonl' || n !== EXTRA_RECORDS)
+      .map((n): [number, InputFormat] => [n, format]),
+  );
+}
+
+/**
+ * The same records as Parquet, written by DuckDB with its defaults (snappy, 122,880-row row groups): an
+ * INT64 `id` and a FLOAT list column named like the input, in record order.
+ */
+async function toParquet(duck: DuckDBConnection, jsonlFile: string, input: string): Promise<Uint8Array> {
+  const file = `${jsonlFile}.parquet`;
+  await duck.run(
+    `COPY (SELECT id::BIGINT AS id, "${input}"::FLOAT[] AS "${input}" FROM read_json('${jsonlFile}', format = 'newline_delimited') ORDER BY id) TO '${file}' (FORMAT parquet)`,
+  );
+  return new Uint8Array(await readFile(file));
 }
 
 /** `count` records `{"id": i, "<input>": [features...]}`, one per line. */
@@ -152,8 +197,8 @@ function jsonl(count: number, features: number, input: string): string {
 }
 
 /** Uploads and returns the ETag as an S3 event carries it (no quotes). */
-async function put(repo: BenchRepository, key: string, text: string): Promise<string> {
-  return (await repo.server.putObject(repo.bucket, key, text)).replace(/"/g, '');
+async function put(repo: BenchRepository, key: string, body: string | Uint8Array): Promise<string> {
+  return (await repo.server.putObject(repo.bucket, key, body)).replace(/"/g, '');
 }
 
 /** The results object holds one parseable line per record. */
@@ -173,33 +218,36 @@ function report(
   const targets: Target[] = [];
   const [small, large] = sizes as [number, number];
   for (const model of models) {
-    const of = (records: number) =>
-      rows.find((r) => r.model === model.name && r.records === records) as BatchRow;
-    for (const records of sizes) {
+    for (const format of FORMATS) {
+      const of = (records: number) =>
+        rows.find((r) => r.model === model.name && r.format === format && r.records === records) as BatchRow;
+      for (const records of sizes) {
+        targets.push(
+          target(
+            `${model.name} ${format} ${records} records: handler / raw loop`,
+            of(records).ratio.median,
+            '>=',
+            RATIO_LIMIT,
+            'ratio',
+          ),
+        );
+      }
       targets.push(
         target(
-          `${model.name} ${records} records: handler / raw loop`,
-          of(records).ratio.median,
-          '>=',
-          RATIO_LIMIT,
-          'ratio',
+          `${model.name} ${format}: peak RSS ${large} / ${small} records`,
+          of(large).peakRssMB.median / of(small).peakRssMB.median,
+          '<=',
+          RSS_GROWTH_LIMIT,
+          'RSS',
         ),
       );
     }
-    targets.push(
-      target(
-        `${model.name}: peak RSS ${large} / ${small} records`,
-        of(large).peakRssMB.median / of(small).peakRssMB.median,
-        '<=',
-        RSS_GROWTH_LIMIT,
-        'RSS',
-      ),
-    );
   }
   const table: Table = {
-    title: `Batch throughput: JSONL from and to s3rver through the bundled batch handler vs session.run over pre-parsed tensors (median (min–max) over runs)`,
+    title: `Batch throughput: JSONL and Parquet from and to s3rver through the bundled batch handler vs session.run over pre-parsed tensors (median (min–max) over runs)`,
     columns: [
       'model',
+      'input',
       'records',
       'handler records/s',
       'raw records/s',
@@ -210,6 +258,7 @@ function report(
     ],
     rows: rows.map((row) => [
       row.model,
+      row.format,
       String(row.records),
       formatSummary(row.recordsPerSecond),
       formatSummary(row.rawRecordsPerSecond),
@@ -219,13 +268,14 @@ function report(
       verdict(
         targets.filter(
           (t) =>
-            t.name.startsWith(`${row.model} ${row.records} `) ||
-            (row.records === large && t.name.startsWith(`${row.model}: peak RSS`)),
+            t.name.startsWith(`${row.model} ${row.format} ${row.records} `) ||
+            (row.records === large && t.name.startsWith(`${row.model} ${row.format}: peak RSS`)),
         ),
       ),
     ]),
     notes: [
       `Targets: handler >= ${RATIO_LIMIT} x the raw loop; peak RSS at ${large} records <= ${RSS_GROWTH_LIMIT} x at ${small}.`,
+      'Parquet: the same records written by DuckDB from the JSONL file (its defaults: snappy, 122,880-row row groups; an INT64 id and a FLOAT list column named like the input), results written as .out.parquet.',
       `Raw loop: session.run on [${MAX_BATCH_SIZE}, features] tensors (the runner's micro-batch: the model's maxBatchSize ${MAX_BATCH_SIZE}), created with the engine's options from the same ORT file; parsing untimed.`,
       `Handler: one invocation per input, model already loaded (a small input scored first), Node flags as deployed (${DEPLOYED_NODE_OPTIONS.join(' ')}); peak RSS read right after it.`,
       `${EXTRA_RECORDS} records (first model only, no target): whether peak memory keeps growing with the input or levels off.`,

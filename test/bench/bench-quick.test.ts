@@ -154,9 +154,14 @@ describe('npm run bench -- --quick', () => {
     ]);
   });
 
-  it('scores JSONL through the batch handler and the raw loop at both sizes', () => {
+  it('scores JSONL and Parquet through the batch handler and the raw loop at both sizes', () => {
     const data = results.get('batch')?.data as { rows: Json[] };
-    expect(data.rows.map((row) => `${row.model}/${row.records}`)).toEqual(['linear/100', 'linear/1000']);
+    expect(data.rows.map((row) => `${row.model}/${row.format}/${row.records}`)).toEqual([
+      'linear/jsonl/100',
+      'linear/jsonl/1000',
+      'linear/parquet/100',
+      'linear/parquet/1000',
+    ]);
     for (const row of data.rows) {
       expect(((row.recordsPerSecond as Json).median as number) > 0).toBe(true);
       expect(((row.rawRecordsPerSecond as Json).median as number) > 0).toBe(true);
