@@ -149,7 +149,12 @@ export class InferenceService {
     const name = resolved.config.name;
     try {
       return await this.#cache.acquire(
-        { model: name, version: resolved.version, sha256: resolved.sha256 },
+        {
+          model: name,
+          version: resolved.version,
+          sha256: resolved.sha256,
+          ...(resolved.configEtag === undefined ? {} : { config: resolved.configEtag }),
+        },
         estimateSessionBytes(resolved, this.#loader.firstFile(resolved)),
         () => this.#loader.load(resolved),
       );

@@ -5,9 +5,10 @@
  * Three rules shape it. Loads are single-flight: the cache stores the *promise* of a load, so concurrent
  * first requests share one download and one session creation. A failed load is dropped, and remembered
  * with a backoff (unless its file is missing): until it ends, requests for the same model version and
- * artifact are answered with the failure's reason and `Retry-After` ({@link ModelLoadBackoffError})
- * instead of costing a download each; the first request after it tries again. A session is never released while a run holds it: callers take
- * a lease, and an entry over budget is evicted only once its last lease is returned.
+ * artifact under the same config.json (ETag) are answered with the failure's reason and `Retry-After`
+ * ({@link ModelLoadBackoffError}) instead of costing a download each; the first request after it, or
+ * the first under a changed config.json, tries again. A session is never released while a run holds it:
+ * callers take a lease, and an entry over budget is evicted only once its last lease is returned.
  */
 import { ModelLoadBackoffError, ModelNotFoundError } from './errors';
 import type { Clock, LoadedModel, Telemetry } from './ports';
@@ -31,12 +32,19 @@ interface Failure {
   readonly error: Error;
   readonly count: number;
   readonly until: number;
+  /** The config.json (ETag) the load failed under. */
+  readonly config: string | undefined;
 }
 
 export interface CacheKey {
   readonly model: string;
   readonly version: string;
   readonly sha256: string;
+  /**
+   * The ETag of the config.json the load is made under. A failure remembered under another one is
+   * forgotten: the fix to config.json (e.g. a wrong `emptyDims`) takes effect at once, not after the backoff.
+   */
+  readonly config?: string;
 }
 
 /** A session held for the duration of one use; `release` must be called exactly once. */
@@ -99,7 +107,11 @@ export class ModelCache {
       this.#entries.delete(id);
       this.#entries.set(id, entry);
     } else {
-      const failure = this.#failures.get(id);
+      let failure = this.#failures.get(id);
+      if (failure !== undefined && failure.config !== key.config) {
+        this.#failures.delete(id);
+        failure = undefined;
+      }
       const waitMs = failure === undefined ? 0 : failure.until - this.#clock();
       if (failure !== undefined && waitMs > 0) {
         throw new ModelLoadBackoffError(failure.error, waitMs);
@@ -170,7 +182,7 @@ export class ModelCache {
           // The failure is not cached, only remembered: the first request after its backoff loads afresh.
           if (this.#entries.get(id) === entry) this.#entries.delete(id);
           // A missing file costs no download to ask for again, and may appear any moment (an upload).
-          if (!(error instanceof ModelNotFoundError)) this.#remember(id, error);
+          if (!(error instanceof ModelNotFoundError)) this.#remember(id, key.config, error);
           throw error;
         },
       ),
@@ -179,8 +191,10 @@ export class ModelCache {
     return entry;
   }
 
-  #remember(id: string, error: unknown): void {
-    const count = (this.#failures.get(id)?.count ?? 0) + 1;
+  #remember(id: string, config: string | undefined, error: unknown): void {
+    const previous = this.#failures.get(id);
+    // Failures in a row under the same config.json double the backoff; a new one starts it afresh.
+    const count = (previous !== undefined && previous.config === config ? previous.count : 0) + 1;
     const { initialMs, maxMs } = this.#backoff;
     const delay = Math.min(maxMs, initialMs * 2 ** Math.min(count - 1, 30));
     this.#failures.delete(id);
@@ -188,6 +202,7 @@ export class ModelCache {
       error: error instanceof Error ? error : new Error(String(error)),
       count,
       until: this.#clock() + delay,
+      config,
     });
     if (this.#failures.size > MAX_FAILURES) {
       const oldest = this.#failures.keys().next().value;

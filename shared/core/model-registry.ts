@@ -22,6 +22,11 @@ export interface ResolvedModel {
   readonly format: ArtifactFormat;
   readonly sha256: string;
   readonly size: number;
+  /**
+   * The ETag of the config.json this was resolved from: a load that failed under one config.json (a wrong
+   * `emptyDims`, a session setting) is not held against the next one.
+   */
+  readonly configEtag?: string;
 }
 
 interface CachedConfig {
@@ -107,10 +112,12 @@ export class ModelRegistry {
     if (chosen === undefined || info === undefined) {
       throw new ModelNotFoundError(`model '${model}' has no version '${version ?? ''}'`);
     }
+    const etag = this.#configs.get(model)?.etag;
+    const tag = etag === undefined ? {} : { configEtag: etag };
     if (config.session.preferOrtFormat && info.ort !== undefined) {
-      return { config, version: chosen, format: 'ort', sha256: info.ort.sha256, size: info.ort.size };
+      return { config, version: chosen, format: 'ort', sha256: info.ort.sha256, size: info.ort.size, ...tag };
     }
-    return { config, version: chosen, format: 'onnx', sha256: info.sha256, size: info.size };
+    return { config, version: chosen, format: 'onnx', sha256: info.sha256, size: info.size, ...tag };
   }
 
   /** The parsed config.json of `model`, fresh within the TTL (or read now, with `fresh`). */

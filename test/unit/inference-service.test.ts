@@ -62,6 +62,31 @@ describe('InferenceService', () => {
     });
   });
 
+  describe('a load that failed under one config.json', () => {
+    it('is not held against a fixed config.json: the next request after the re-read loads again', async () => {
+      const store = new FakeStore();
+      // `X` for `x`: refused when the session is created, and remembered with the load backoff.
+      store.addVersion('m', '1', Buffer.from('bytes'), { session: { warmup: false }, emptyDims: { X: [0] } });
+      const engine = new FakeEngine();
+      const service = new InferenceService({
+        registry: new ModelRegistry({ store, configTtlMs: 0 }),
+        cache: new ModelCache({ maxBytes: 1 << 20 }),
+        loader: new ModelLoader({ store, engine }),
+        limits: { maxTensorElements: 1000 },
+      });
+      const request = { inputs: [x], binaryOutputDefault: false };
+      await expect(service.infer('m', undefined, request)).rejects.toThrow(/'emptyDims' names input 'X'/);
+      // The same config.json: the failure is remembered (no new session), as before.
+      await expect(service.infer('m', undefined, request)).rejects.toBeInstanceOf(ModelLoadBackoffError);
+      const attempts = engine.loaded.length;
+
+      store.addVersion('m', '1', Buffer.from('bytes'), { session: { warmup: false }, emptyDims: { x: [0] } });
+      const answer = await service.infer('m', undefined, request);
+      expect(Array.from(answer.outputs[0]?.data as Float32Array)).toEqual([2, 4]);
+      expect(engine.loaded.length).toBe(attempts + 1);
+    });
+  });
+
   describe('infer', () => {
     it('reuses the cached session across requests', async () => {
       const { engine, service } = setup();
