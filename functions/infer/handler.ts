@@ -7,7 +7,11 @@ import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import type { APIGatewayProxyResult, Context } from 'aws-lambda';
 import { withDeadline } from '../../shared/core/deadline';
-import type { ResponseTooLargeError } from '../../shared/core/errors';
+import {
+  InferenceTimeoutError,
+  type ResponseTooLargeError,
+  type ServingError,
+} from '../../shared/core/errors';
 import { errorResponse, type HttpResponse } from '../../shared/core/http-app';
 import { configFromEnv, createRuntime, lambdaInit, type Runtime } from '../../shared/runtime/runtime';
 import { type InferEvent, oversizeResponse, toHttpRequest, toResult } from './api-gateway-event';
@@ -33,7 +37,11 @@ export function createInferHandler(runtime: Runtime) {
       });
     // Over Lambda's response limit the runtime would fail the invocation and the client would get a
     // bodiless gateway error: the app answers 413 with the reason instead, and counts the 413 it answered.
+    // Set when the door answers 504 at the deadline: the app, still working, must report that answer
+    // when it ends, not the one the client never got (and the door reports nothing itself).
+    let answered: ServingError | undefined;
     const deliver = (response: HttpResponse) => {
+      if (answered !== undefined) throw answered;
       const result = toResult(response);
       const tooLarge = oversizeResponse(result);
       if (tooLarge !== undefined) {
@@ -49,6 +57,7 @@ export function createInferHandler(runtime: Runtime) {
       const response = await withDeadline(runtime.app(request), budget, 'the inference request');
       result = checked?.response === response ? checked.result : toResult(response);
     } catch (error) {
+      if (error instanceof InferenceTimeoutError) answered = error;
       result = toResult(errorResponse(error, request, onUnexpected));
     }
     // A route's answer was checked by `deliver`; this catches any other answer (an error's, say).

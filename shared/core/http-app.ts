@@ -35,9 +35,10 @@ export interface HttpRequest {
   /** When the answer must be ready (the Lambda door); a run that cannot end before it is refused (504). */
   readonly deadline?: Deadline | undefined;
   /**
-   * Called with a route's answer before it is reported; throws a {@link ServingError} when the door cannot
-   * deliver it (a Lambda response over the payload limit). The app then answers that error instead, and
-   * the request telemetry records the status actually returned.
+   * Called with the answer (a route's or an error's) before it is reported; throws a {@link ServingError}
+   * when the door cannot deliver it (a Lambda response over the payload limit) or has answered already (the
+   * Lambda door's 504 at the deadline). The app then answers that error instead, and the request telemetry
+   * records the status actually returned, once.
    */
   readonly deliver?: ((response: HttpResponse) => void) | undefined;
 }
@@ -225,8 +226,16 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
       request.deliver?.(response);
       report(matched, started, 'success', response.status);
       return response;
-    } catch (error) {
-      const response = errorResponse(error, request, options.onUnexpectedError);
+    } catch (thrown) {
+      let error = thrown;
+      let response = errorResponse(error, request, options.onUnexpectedError);
+      try {
+        request.deliver?.(response);
+      } catch (refused) {
+        // The door answered otherwise (e.g. its own 504 at the deadline): that answer is the one reported.
+        error = refused;
+        response = errorResponse(error, request, options.onUnexpectedError);
+      }
       report(
         matched,
         started,

@@ -235,6 +235,37 @@ describe('infer handler deadline (real onnxruntime, a real CNN, a large image)',
     expect(h.engine.runs).toBe(runs + 1);
   });
 
+  it('reports its own 504 at the deadline once, as the 504 the client got, not the 200 the app made later', async () => {
+    // The download is held until the test lets it go: the door's timer answers 504 first.
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const h = harness((store) => ({
+      location: store.location,
+      readConfig: (model, etag) => store.readConfig(model, etag),
+      listModels: () => store.listModels(),
+      readArtifact: async (...args) => {
+        const bytes = await store.readArtifact(...args);
+        await held;
+        return bytes;
+      },
+    }));
+    const pending = h.invoke(64, MARGIN_MS + 200);
+    await jest.advanceTimersByTimeAsync(200);
+    const result = await pending;
+    expect(result.statusCode).toBe(504);
+    expect(h.telemetry.ofType('request')).toHaveLength(0);
+    // The app goes on (a load cannot be cancelled), runs the model (its clock still has the time) and
+    // reports the request when it ends: as the 504 the client got.
+    release();
+    for (let i = 0; i < 100_000 && h.telemetry.ofType('request').length === 0; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(h.engine.runs).toBeGreaterThan(0);
+    expect(h.telemetry.ofType('request').map((e) => [e.outcome, e.status])).toEqual([['timeout', 504]]);
+  });
+
   it('answers 504 without a run when loading the model on a cold start used up the time', async () => {
     // The download "takes" 10 s on the handler's clock; the invocation had 5 s.
     const h = harness((store, skew) => ({
