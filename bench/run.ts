@@ -1,9 +1,10 @@
 /**
- * `npm run bench [-- part...] [--quick] [--runs N] [--out dir]`: runs the benchmarks of issue #7 (cold start,
+ * `npm run bench [-- part...] [--quick] [--runs N] [--out dir] [--sizes N,...] [--formats f,...]`: runs the benchmarks of issue #7 (cold start,
  * request overhead, batch throughput, parquet, dynamic batching, overload, size), prints a table per part and writes
  * `<out>/<part>.json` and `<out>/<part>.md` (default `bench/results/`), then every target met or missed, also
  * in `<out>/summary.md`. Parts: cold, overhead, batch, parquet, dynamic, overload, size; all when none is named. `--quick` is
- * the tiny configuration the test suite runs.
+ * the tiny configuration the test suite runs. `--sizes` and `--formats` narrow the batch part (record counts;
+ * `jsonl`, `parquet`), so one size or format can be measured alone.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -36,6 +37,8 @@ export interface BenchArgs {
   readonly quick: boolean;
   readonly runs: number | undefined;
   readonly out: string | undefined;
+  readonly sizes: readonly number[] | undefined;
+  readonly formats: readonly string[] | undefined;
 }
 
 /** Parses the command line; throws with the usage on anything unknown. */
@@ -44,6 +47,8 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
   let quick = false;
   let runs: number | undefined;
   let out: string | undefined;
+  let sizes: number[] | undefined;
+  let formats: string[] | undefined;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     if (arg === '--quick') quick = true;
@@ -53,14 +58,24 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
     } else if (arg === '--out') {
       out = argv[++i];
       if (out === undefined) throw new Error('--out takes a folder');
+    } else if (arg === '--sizes') {
+      sizes = (argv[++i] ?? '').split(',').map(Number);
+      if (!sizes.every((n) => Number.isInteger(n) && n > 0)) {
+        throw new Error('--sizes takes positive integers separated by commas');
+      }
+    } else if (arg === '--formats') {
+      formats = (argv[++i] ?? '').split(',');
+      if (!formats.every((f) => f === 'jsonl' || f === 'parquet')) {
+        throw new Error('--formats takes jsonl and/or parquet, separated by commas');
+      }
     } else if ((PART_NAMES as readonly string[]).includes(arg)) parts.push(arg as PartName);
     else {
       throw new Error(
-        `unknown argument '${arg}'; usage: run.js [${PART_NAMES.join('|')}]... [--quick] [--runs N] [--out dir]`,
+        `unknown argument '${arg}'; usage: run.js [${PART_NAMES.join('|')}]... [--quick] [--runs N] [--out dir] [--sizes N,...] [--formats jsonl,parquet]`,
       );
     }
   }
-  return { parts: parts.length > 0 ? parts : [...PART_NAMES], quick, runs, out };
+  return { parts: parts.length > 0 ? parts : [...PART_NAMES], quick, runs, out, sizes, formats };
 }
 
 /** Every target of the run, met or not. */
@@ -112,7 +127,15 @@ async function main(): Promise<void> {
     let result: PartResult | undefined;
     let error: string | undefined;
     try {
-      result = await PARTS[part]({ quick: args.quick, runs: runsOf(part), root, workDir, log });
+      result = await PARTS[part]({
+        quick: args.quick,
+        runs: runsOf(part),
+        root,
+        workDir,
+        log,
+        ...(args.sizes === undefined ? {} : { sizes: args.sizes }),
+        ...(args.formats === undefined ? {} : { formats: args.formats }),
+      });
     } catch (e) {
       error = e instanceof Error ? (e.stack ?? e.message) : String(e);
       failed = true;

@@ -5,7 +5,7 @@
  *
  * Requires the bundled batch handler as Lambda would, scores a small input to load the model, then times
  * the handler on the measured input's S3 event (read from and written to s3rver), reads the peak resident
- * memory, and last times a loop of `session.run` over the same records pre-parsed into tensors of the
+ * memory, and last times a loop of `session.run` over the same records as tensors of the
  * runner's micro-batch size (after one untimed pass). Prints one {@link BatchReport} line.
  */
 import { readFileSync } from 'node:fs';
@@ -14,6 +14,7 @@ import * as ort from 'onnxruntime-node';
 import { lambdaContext } from '../../test/support/api-gateway';
 import type { BatchReport, BatchSpec } from '../lib/batch-protocol';
 import { reportResult } from '../lib/child';
+import { benchInput } from '../lib/input';
 import { peakRssKiB } from '../lib/peak-rss';
 import { servedOrtSessionOptions } from '../lib/serving-session';
 
@@ -64,18 +65,17 @@ function s3Event(bucket: string, key: string, etag: string) {
   };
 }
 
-/** `session.run` over the records pre-parsed into `[batchSize, features]` tensors (parsing untimed). */
+/**
+ * `session.run` over the records as `[batchSize, features]` tensors, built untimed from the values the
+ * input was written from (`benchInput`: record i holds values [i * features, (i + 1) * features)).
+ */
 async function rawLoop(spec: BatchSpec): Promise<{ ms: number; batches: number }> {
-  const rows = readFileSync(spec.dataFile, 'utf8')
-    .split('\n')
-    .filter((line) => line !== '')
-    .map((line) => (JSON.parse(line) as Record<string, number[]>)[spec.inputName] as number[]);
+  const values = benchInput(spec.records * spec.features);
   const tensors: ort.Tensor[] = [];
-  for (let start = 0; start < rows.length; start += spec.batchSize) {
-    const batch = rows.slice(start, start + spec.batchSize);
-    const data = new Float32Array(batch.length * spec.features);
-    for (const [i, row] of batch.entries()) data.set(row, i * spec.features);
-    tensors.push(new ort.Tensor('float32', data, [batch.length, spec.features]));
+  for (let start = 0; start < spec.records; start += spec.batchSize) {
+    const n = Math.min(spec.batchSize, spec.records - start);
+    const data = values.slice(start * spec.features, (start + n) * spec.features);
+    tensors.push(new ort.Tensor('float32', data, [n, spec.features]));
   }
   // The session the engine creates for an ORT file used in place (ort-engine.ts, model defaults).
   const bytes = readFileSync(spec.ortFile);

@@ -10,9 +10,8 @@ export interface BatchSpec {
   /** The measured input. */
   readonly inputKey: string;
   readonly inputEtag: string;
+  /** Records of the measured input: the first `records` of `benchInput`, `features` values each. */
   readonly records: number;
-  /** The same JSONL on local disk, parsed untimed for the raw loop. */
-  readonly dataFile: string;
   /** The ORT file the handler serves, for the raw loop's session. */
   readonly ortFile: string;
   readonly inputName: string;

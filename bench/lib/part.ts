@@ -15,6 +15,10 @@ export interface PartOptions {
   readonly workDir: string;
   /** Progress lines (stderr). */
   readonly log: (message: string) => void;
+  /** `--sizes`: the record counts to measure, where a part has sizes (batch). */
+  readonly sizes?: readonly number[];
+  /** `--formats`: the input formats to measure, where a part has formats (batch: jsonl, parquet). */
+  readonly formats?: readonly string[];
 }
 
 /** A goal of the issue, checked against a measured figure. */
