@@ -4,7 +4,9 @@
  * group's column chunks and their decoded values, never by the file's size. The decoder is `hyparquet`
  * (pure JavaScript, MIT) with `hyparquet-compressors` for zstd, gzip, brotli and lz4; BENCHMARKS.md says
  * why it was chosen. Flat columns (the common table) skip hyparquet's list assembly
- * ({@link decodeFlatColumn}): numbers without nulls stay in the typed array the page decoded into.
+ * ({@link decodeFlatColumn}): numbers without nulls stay in the typed array the page decoded into; simple
+ * LIST columns are decoded into one array of values and a start and length per row
+ * ({@link decodeListColumn}), with no array per row.
  */
 import {
   type AsyncBuffer,
@@ -17,10 +19,11 @@ import {
 } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
 import { UnsupportedInputError } from '../core/batch/errors';
-import type { ColumnChunk, FileColumn } from '../core/batch/parquet-mapping';
+import { type ColumnChunk, type FileColumn, type ListValues, listRow } from '../core/batch/parquet-mapping';
 import type { IdColumnType, ParquetFile, ParquetFileInfo, RowGroupInfo } from '../core/batch/parquet-port';
 import type { BatchObjectStore, ObjectRef } from '../core/batch/ports';
 import { decodeFlatColumn } from './parquet-flat-column';
+import { decodeListColumn, isSimpleList } from './parquet-list-column';
 
 export type { ParquetFileInfo, RowGroupInfo } from '../core/batch/parquet-port';
 
@@ -51,6 +54,8 @@ export class ParquetObjectReader implements ParquetFile {
   readonly #root: SchemaTree;
   /** Top-level columns that are neither lists nor structs, by name. */
   readonly #flat = new Map<string, SchemaTree>();
+  /** Three-level LIST columns of a primitive element, by name: their schema path to the leaf. */
+  readonly #lists = new Map<string, SchemaTree[]>();
 
   private constructor(file: CountingBuffer, metadata: FileMetaData, dataEnd: number) {
     this.#file = file;
@@ -61,6 +66,9 @@ export class ParquetObjectReader implements ParquetFile {
       if (child.children.length === 0 && child.element.repetition_type !== 'REPEATED') {
         this.#flat.set(child.element.name, child);
       }
+      const repeated = child.children[0];
+      const path = [this.#root, child, ...(repeated === undefined ? [] : [repeated, ...repeated.children])];
+      if (isSimpleList(path)) this.#lists.set(child.element.name, path);
     }
   }
 
@@ -125,10 +133,11 @@ export class ParquetObjectReader implements ParquetFile {
     const group = this.info.rowGroups[index];
     if (group === undefined) throw new RangeError(`row group ${index} of ${this.info.rowGroups.length}`);
     const values = new Map<string, ArrayLike<unknown>>();
-    const flat = columns.filter((c) => this.#flat.has(c));
-    const nested = columns.filter((c) => !this.#flat.has(c));
+    const lists = new Map<string, ListValues>();
+    const direct = columns.filter((c) => this.#flat.has(c) || this.#lists.has(c));
+    const nested = columns.filter((c) => !this.#flat.has(c) && !this.#lists.has(c));
     try {
-      if (flat.length > 0) await this.#readFlat(index, flat, values);
+      if (direct.length > 0) await this.#readDirect(index, direct, values, lists);
       if (nested.length > 0) await this.#readNested(group, nested, values);
     } catch (error) {
       // The store's errors (a replaced object, throttling) are not the file's fault: they pass as they are.
@@ -142,24 +151,36 @@ export class ParquetObjectReader implements ParquetFile {
       firstRow: group.firstRow,
       rows: group.rows,
       column: (name) => {
-        const found = values.get(name);
+        let found = values.get(name);
+        const list = lists.get(name);
+        if (found === undefined && list !== undefined) {
+          // Rows as hyparquet's reader gives them, made only when asked for (mapRows reads `list`).
+          found = Array.from({ length: group.rows }, (_, at) => {
+            const row = listRow(list, at);
+            return ArrayBuffer.isView(row) ? Array.from(row as Float32Array) : row;
+          });
+          values.set(name, found);
+        }
         if (found === undefined) throw new RangeError(`column '${name}' was not read`);
         return found;
       },
+      list: (name) => lists.get(name),
     };
   }
 
-  /** Flat columns: their chunks in one ranged read, decoded without list assembly. */
-  async #readFlat(
+  /** Flat and simple list columns: their chunks in one ranged read, decoded without list assembly. */
+  async #readDirect(
     index: number,
     columns: readonly string[],
     into: Map<string, ArrayLike<unknown>>,
+    lists: Map<string, ListValues>,
   ): Promise<void> {
     const group = this.#metadata.row_groups[index];
     const rows = Number(group?.num_rows ?? 0);
     const chunks = columns.map((name) => {
+      const depth = this.#lists.has(name) ? 3 : 1;
       const chunk = group?.columns.find(
-        (c) => c.meta_data?.path_in_schema.length === 1 && c.meta_data.path_in_schema[0] === name,
+        (c) => c.meta_data?.path_in_schema.length === depth && c.meta_data.path_in_schema[0] === name,
       );
       const meta = chunk?.meta_data;
       if (meta === undefined)
@@ -171,11 +192,14 @@ export class ParquetObjectReader implements ParquetFile {
     const high = Math.max(...chunks.map((c) => c.end));
     const bytes = new Uint8Array(await this.#file.slice(low, high));
     for (const { name, meta, start, end } of chunks) {
+      const chunkBytes = bytes.subarray(start - low, end - low);
+      const listPath = this.#lists.get(name);
+      if (listPath !== undefined) {
+        lists.set(name, decodeListColumn(chunkBytes, meta, listPath, compressors, rows));
+        continue;
+      }
       const node = this.#flat.get(name) as SchemaTree;
-      into.set(
-        name,
-        decodeFlatColumn(bytes.subarray(start - low, end - low), meta, [this.#root, node], compressors, rows),
-      );
+      into.set(name, decodeFlatColumn(chunkBytes, meta, [this.#root, node], compressors, rows));
     }
   }
 

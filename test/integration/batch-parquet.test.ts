@@ -324,6 +324,67 @@ describe('Parquet batch scoring with DuckDB files', () => {
     });
   });
 
+  it('decodes LIST columns as runs of one typed array, rows and errors the same as hyparquet assembles them', async () => {
+    // Null rows, null elements, empty and short lists, a dictionary-encoded list (few distinct values),
+    // several pages per chunk, and a required list of required elements.
+    const list = Array.from({ length: LINEAR_IN }, (_, j) => featureSql(j)).join(', ');
+    const { key, size } = await duckParquet(
+      'runs.parquet',
+      `SELECT i AS id,
+              CASE WHEN i % 11 = 0 THEN NULL
+                   WHEN i % 13 = 0 THEN [1.0, NULL, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, NULL]::FLOAT[]
+                   WHEN i % 17 = 0 THEN []::FLOAT[]
+                   WHEN i % 19 = 0 THEN [1.5, 2.5]::FLOAT[]
+                   ELSE [${list}]::FLOAT[] END AS x,
+              CASE WHEN i % 7 = 0 THEN [i, NULL] ELSE [i, i + 1, i + 2] END::DOUBLE[] AS d,
+              CASE WHEN i % 5 = 0 THEN NULL ELSE ['a' || i, 'b'] END AS s
+       FROM range(30000) t(i) ORDER BY i`,
+      'COMPRESSION snappy, ROW_GROUP_SIZE 20000',
+    );
+    const { parquetReadObjects } = await import('hyparquet');
+    const reader = await ParquetObjectReader.open(io, { bucket: BUCKET, key }, { size });
+    const bytes = new Uint8Array(await import('node:fs/promises').then((fs) => fs.readFile(join(dir, key))));
+    const file = {
+      byteLength: bytes.byteLength,
+      slice: async (start: number, end?: number) => bytes.slice(start, end).buffer,
+    };
+    for (const group of reader.info.rowGroups) {
+      const chunk = await reader.readRowGroup(group.index, ['id', 'x', 'd', 's']);
+      const x = chunk.list?.('x');
+      expect(x?.values).toBeInstanceOf(Float32Array);
+      expect(chunk.list?.('d')?.values).toBeInstanceOf(Float64Array);
+      const assembled = await parquetReadObjects({
+        file,
+        columns: ['x', 'd', 's'],
+        rowStart: group.firstRow,
+        rowEnd: group.firstRow + group.rows,
+      });
+      for (const name of ['x', 'd', 's']) {
+        expect(Array.from(chunk.column(name))).toEqual(assembled.map((row) => row[name] ?? null));
+      }
+      // The same batches and failures as from the assembled rows.
+      const plan = planParquetColumns(model.signature, true, reader.info.columns, {
+        idColumn: 'id',
+        inputs: {},
+      });
+      const limits = { maxBatchRecords: 256, maxBatchBytes: 1 << 20, maxTensorElements: 1 << 20 };
+      const from = group.firstRow;
+      const to = group.firstRow + group.rows;
+      const viaRuns = mapRows(plan, chunk, from, to, limits);
+      const rows = assembled.map((row) => row.x);
+      const viaRows = mapRows(
+        plan,
+        { firstRow: from, rows: group.rows, column: (name) => (name === 'x' ? rows : chunk.column(name)) },
+        from,
+        to,
+        limits,
+      );
+      expect(viaRuns.failures).toEqual(viaRows.failures);
+      expect(viaRuns.failures.length).toBeGreaterThan(0);
+      expect(viaRuns.batches).toEqual(viaRows.batches);
+    }
+  });
+
   it('refuses an object that is not Parquet, as unsupported input', async () => {
     await s3.putObject(BUCKET, 'fake.parquet', '{"x": [1, 2, 3]}\n');
     await expect(

@@ -255,6 +255,35 @@ export interface ColumnChunk {
   readonly rows: number;
   /** The values of a planned column: numbers, bigints, booleans, strings, arrays (lists) or null. */
   column(name: string): ArrayLike<unknown>;
+  /**
+   * A list column's rows without an array per row, when the reader decoded it so: {@link mapRows} then
+   * copies each regular row's values straight from {@link ListValues.values}.
+   */
+  list?(name: string): ListValues | undefined;
+}
+
+/**
+ * The rows of a list column as runs of one array: row `i` (counted from the chunk's first row) holds
+ * `values[start[i] .. start[i] + length[i])`, unless it is in `irregular`.
+ */
+export interface ListValues {
+  /** Every present element, row after row. */
+  readonly values: ArrayLike<unknown>;
+  readonly start: Uint32Array;
+  readonly length: Uint32Array;
+  /** Rows that are null or hold null elements, by index in the chunk: `null`, or the row with its nulls. */
+  readonly irregular: ReadonlyMap<number, unknown>;
+}
+
+/** Row `at` of a list column as the per-row path sees it: null, or an array-like of its elements. */
+export function listRow(list: ListValues, at: number): unknown {
+  if (list.irregular.has(at)) return list.irregular.get(at);
+  const from = list.start[at] as number;
+  const to = from + (list.length[at] as number);
+  const values = list.values;
+  return ArrayBuffer.isView(values)
+    ? (values as unknown as Float32Array).subarray(from, to)
+    : Array.prototype.slice.call(values, from, to);
 }
 
 /** Micro-batch caps. */
@@ -289,8 +318,14 @@ export function mapRows(
   limits: BatchLimits,
 ): MappedRows {
   const idValues = plan.idColumn === undefined ? undefined : chunk.column(plan.idColumn);
-  const sources = plan.inputs.map((input) =>
-    input.kind === 'list' ? [chunk.column(input.column)] : input.columns.map((c) => chunk.column(c)),
+  // A list column the reader decoded as runs of one array is copied from it, with no array per row.
+  const lists = plan.inputs.map((input) => (input.kind === 'list' ? chunk.list?.(input.column) : undefined));
+  const sources = plan.inputs.map((input, i) =>
+    input.kind === 'list'
+      ? lists[i] === undefined
+        ? [chunk.column(input.column)]
+        : []
+      : input.columns.map((c) => chunk.column(c)),
   );
   const batches: MappedBatch[] = [];
   const failures: RowFailure[] = [];
@@ -319,10 +354,15 @@ export function mapRows(
       for (let i = 0; i < plan.inputs.length && problem === undefined; i++) {
         const input = plan.inputs[i] as InputColumns;
         const shape = shapes[i] as number[];
+        const list = lists[i];
         problem =
-          input.kind === 'list'
-            ? listShape(input, (sources[i] as ArrayLike<unknown>[])[0]?.[at], shape, limits)
-            : undefined;
+          input.kind !== 'list'
+            ? undefined
+            : list === undefined
+              ? listShape(input, (sources[i] as ArrayLike<unknown>[])[0]?.[at], shape, limits)
+              : list.irregular.has(at)
+                ? listShape(input, list.irregular.get(at), shape, limits)
+                : listShape(input, undefined, shape, limits, list.length[at]);
         key += `${shape.join(',')};`;
       }
       if (problem !== undefined) {
@@ -341,10 +381,13 @@ export function mapRows(
       const size = batch.sizes[i] as number;
       const target = batch.data[i] as TensorData;
       const columns = sources[i] as ArrayLike<unknown>[];
+      const list = lists[i];
       problem =
-        input.kind === 'list'
-          ? copyList(input, columns[0]?.[at], target, slot * size, size)
-          : copyScalars(input, columns, at, target, slot * size);
+        input.kind !== 'list'
+          ? copyScalars(input, columns, at, target, slot * size)
+          : list === undefined
+            ? copyList(input, columns[0]?.[at], target, slot * size, size)
+            : copyListRun(input, list, at, target, slot * size, size);
     }
     if (problem !== undefined) {
       // The slot is reused by the next row: nothing of this one is kept.
@@ -397,24 +440,65 @@ function sealBatch(plan: ColumnPlan, batch: OpenBatch): MappedBatch {
   };
 }
 
-/** The row's example shape for a list input into `into`, or why the list cannot be one. */
+/**
+ * The row's example shape for a list input into `into`, or why the list cannot be one. `value` is the row;
+ * for a regular run of a {@link ListValues}, `runLength` is its length and `value` is not looked at.
+ */
 function listShape(
   input: Extract<InputColumns, { kind: 'list' }>,
   value: unknown,
   into: number[],
   limits: BatchLimits,
+  runLength?: number,
 ): string | undefined {
   const where = `column '${input.column}'`;
-  if (!isList(value)) return `${where} is ${describe(value)}, expected a list`;
+  if (runLength === undefined && !isList(value)) return `${where} is ${describe(value)}, expected a list`;
+  const length = runLength ?? (value as ArrayLike<unknown>).length;
   const shape = input.exampleShape;
   if (shape.length === 1 && (shape[0] as number) < 0) {
-    if (value.length === 0) return `${where} is an empty list`;
-    if (value.length > limits.maxTensorElements) {
-      return `${where} holds ${value.length} values, over the limit of ${limits.maxTensorElements}`;
+    if (length === 0) return `${where} is an empty list`;
+    if (length > limits.maxTensorElements) {
+      return `${where} holds ${length} values, over the limit of ${limits.maxTensorElements}`;
     }
-    into[0] = value.length;
+    into[0] = length;
   }
   return undefined;
+}
+
+/**
+ * Row `at` of a {@link ListValues} into the tensor: a regular row of the example's size is copied straight
+ * from the run of values; any other row goes through {@link copyList}, which names what is wrong with it.
+ */
+function copyListRun(
+  input: Extract<InputColumns, { kind: 'list' }>,
+  list: ListValues,
+  at: number,
+  target: TensorData,
+  offset: number,
+  size: number,
+): string | undefined {
+  if (list.irregular.has(at) || list.length[at] !== size) {
+    return copyList(input, listRow(list, at), target, offset, size);
+  }
+  const from = list.start[at] as number;
+  const values = list.values;
+  const datatype = input.spec.datatype;
+  if ((datatype === 'FP32' || datatype === 'FP64') && isFloatArray(values)) {
+    // Numbers by construction: what `floats` checks holds for every element.
+    const out = target as Float32Array;
+    for (let k = 0; k < size; k++) out[offset + k] = values[from + k] as number;
+    return undefined;
+  }
+  const put = PUT[datatype];
+  for (let k = 0; k < size; k++) {
+    const problem = put(target, offset + k, values[from + k]);
+    if (problem !== undefined) return `column '${input.column}'[${k}] ${problem}`;
+  }
+  return undefined;
+}
+
+function isFloatArray(values: ArrayLike<unknown>): values is Float32Array | Float64Array {
+  return values instanceof Float32Array || values instanceof Float64Array;
 }
 
 function copyList(

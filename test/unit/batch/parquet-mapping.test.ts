@@ -3,6 +3,8 @@ import {
   type ColumnChunk,
   DEFAULT_PARQUET_MAPPING,
   type FileColumn,
+  type ListValues,
+  listRow,
   mapRows,
   parseParquetMapping,
   planParquetColumns,
@@ -26,6 +28,26 @@ function chunk(columns: Record<string, unknown[]>, firstRow = 0): ColumnChunk {
       return values;
     },
   };
+}
+
+/** `rows` as runs of one typed array (as the reader decodes simple LIST columns); nulls kept aside. */
+function runs(rows: readonly (readonly (number | null)[] | null)[], typed = true): ListValues {
+  const values: number[] = [];
+  const start = new Uint32Array(rows.length);
+  const length = new Uint32Array(rows.length);
+  const irregular = new Map<number, unknown>();
+  rows.forEach((row, i) => {
+    start[i] = values.length;
+    if (row === null || row.includes(null)) {
+      irregular.set(i, row === null ? null : [...row]);
+      if (row !== null) length[i] = row.length;
+      for (const v of row ?? []) if (v !== null) values.push(v);
+      return;
+    }
+    length[i] = row.length;
+    values.push(...(row as number[]));
+  });
+  return { values: typed ? Float32Array.from(values) : values, start, length, irregular };
 }
 
 const scalars = (...names: string[]): FileColumn[] => names.map((name) => ({ name, list: false }));
@@ -195,6 +217,61 @@ describe('mapRows', () => {
     // The failed rows' partial values never reach the tensor: the next good row takes their slot.
     expect(mapped.batches[0]?.rows).toEqual([10, 15]);
     expect(Array.from(mapped.batches[0]?.inputs[0]?.data as Float32Array)).toEqual([1, 2, 3, 7, 8, 9]);
+  });
+
+  it('copies list rows from runs of one array with the same batches and errors as from arrays per row', () => {
+    const rows = [[1, 2, 3], null, [1, 2], [1, null, 3], [], [7, 8, 9], [4, 5, 6, 7]];
+    const plan = planParquetColumns(
+      signature(x3),
+      true,
+      [{ name: 'x', list: true }],
+      DEFAULT_PARQUET_MAPPING,
+    );
+    const perRow = mapRows(plan, chunk({ x: rows }, 10), 10, 17, LIMITS);
+    for (const typed of [true, false]) {
+      const list = runs(rows, typed);
+      const viaRuns = mapRows(
+        plan,
+        {
+          firstRow: 10,
+          rows: rows.length,
+          column: () => {
+            throw new Error('the rows of a list with runs are not asked for');
+          },
+          list: () => list,
+        },
+        10,
+        17,
+        LIMITS,
+      );
+      expect(viaRuns).toEqual(perRow);
+    }
+    expect(perRow.failures.map((f) => f.row)).toEqual([11, 12, 13, 14, 16]);
+    expect(Array.from(perRow.batches[0]?.inputs[0]?.data as Float32Array)).toEqual([1, 2, 3, 7, 8, 9]);
+  });
+
+  it('gives a run as the row it stands for: its values, or null, or the row with its null elements', () => {
+    const list = runs([[1, 2], null, [3, null], [4]]);
+    expect(Array.from(listRow(list, 0) as Float32Array)).toEqual([1, 2]);
+    expect(listRow(list, 1)).toBeNull();
+    expect(listRow(list, 2)).toEqual([3, null]);
+    expect(Array.from(listRow(list, 3) as Float32Array)).toEqual([4]);
+  });
+
+  it('sizes dynamic list inputs from runs as from rows', () => {
+    const dyn: TensorSpec = { name: 'x', datatype: 'FP32', shape: [-1, -1] };
+    const rows = [[1, 2], [3], [], null, [4, 5]];
+    const plan = planParquetColumns(
+      signature(dyn),
+      true,
+      [{ name: 'x', list: true }],
+      DEFAULT_PARQUET_MAPPING,
+    );
+    const perRow = mapRows(plan, chunk({ x: rows }), 0, 5, LIMITS);
+    const list = runs(rows);
+    const viaRuns = mapRows(plan, { firstRow: 0, rows: 5, column: () => [], list: () => list }, 0, 5, LIMITS);
+    expect(viaRuns).toEqual(perRow);
+    expect(perRow.batches.map((b) => b.rows)).toEqual([[0, 4], [1]]);
   });
 
   it('fails a null id per row', () => {

@@ -1,0 +1,143 @@
+/**
+ * LIST columns decoded into one array of values for the whole chunk and a start and length per row
+ * ({@link ListValues}), from the pages' repetition and definition levels: no JavaScript array per row,
+ * where hyparquet's reader assembles one for every row (and the mapping then walks it value by value).
+ * Rows that are null or hold null elements are kept aside as hyparquet would give them, for the
+ * per-row path to name what is wrong with them.
+ */
+import type { ColumnMetaData, Compressors, DecodedArray, SchemaTree } from 'hyparquet';
+import type { ListValues } from '../core/batch/parquet-mapping';
+import { forEachPage } from './parquet-pages';
+
+/**
+ * Whether {@link decodeListColumn} reads a column of this schema path: the standard three-level LIST
+ * (`<column> (LIST) / repeated group / one primitive element`), whatever the column's and element's
+ * optionality. Two-level (legacy) lists and lists of lists are left to hyparquet's reader.
+ */
+export function isSimpleList(schemaPath: readonly SchemaTree[]): boolean {
+  if (schemaPath.length !== 4) return false;
+  const [, column, repeated, leaf] = schemaPath as [SchemaTree, SchemaTree, SchemaTree, SchemaTree];
+  const list = column.element.converted_type === 'LIST' || column.element.logical_type?.type === 'LIST';
+  return (
+    list &&
+    column.element.repetition_type !== 'REPEATED' &&
+    column.children.length === 1 &&
+    repeated.element.repetition_type === 'REPEATED' &&
+    repeated.children.length === 1 &&
+    leaf.children.length === 0 &&
+    leaf.element.repetition_type !== 'REPEATED'
+  );
+}
+
+/**
+ * Decodes a simple LIST column chunk ({@link isSimpleList}) of `rows` rows.
+ *
+ * @throws Error when the pages do not hold `rows` rows (the caller names the row group)
+ */
+export function decodeListColumn(
+  bytes: Uint8Array,
+  meta: ColumnMetaData,
+  schemaPath: SchemaTree[],
+  compressors: Compressors,
+  rows: number,
+): ListValues {
+  const column = schemaPath[1] as SchemaTree;
+  const leaf = schemaPath[3] as SchemaTree;
+  // Definition levels: below `emptyDef` the row is null; at it the list is empty; at `maxDef` an element
+  // is present; between the two (an OPTIONAL element) the element is null.
+  const emptyDef = column.element.repetition_type === 'OPTIONAL' ? 1 : 0;
+  const maxDef = emptyDef + 1 + (leaf.element.repetition_type === 'OPTIONAL' ? 1 : 0);
+  const start = new Uint32Array(rows);
+  const length = new Uint32Array(rows);
+  const irregular = new Map<number, unknown>();
+  const pages: DecodedArray[] = [];
+  let row = -1;
+  let value = 0;
+  /** The row being read holds a null element: it is built as an array as hyparquet would give it. */
+  let odd: unknown[] | undefined;
+  forEachPage(bytes, meta, schemaPath, compressors, ({ levels, defs, reps, values }) => {
+    if (reps.length !== levels)
+      throw new Error(`a page of ${levels} levels has ${reps.length} repetition levels`);
+    pages.push(values);
+    const base = value;
+    let v = 0;
+    for (let k = 0; k < levels; k++) {
+      const def = defs.length === 0 ? maxDef : (defs[k] as number);
+      if (reps[k] === 0) {
+        row += 1;
+        if (row >= rows) throw new Error(`more than ${rows} rows`);
+        odd = undefined;
+        start[row] = base + v;
+        if (def < emptyDef) {
+          irregular.set(row, null);
+          continue;
+        }
+      } else if (row < 0) {
+        throw new Error('the first level continues a row');
+      }
+      if (def <= emptyDef) continue;
+      if (def < maxDef && odd === undefined) {
+        // The first null element of the row: the row so far, then nulls where elements are absent.
+        odd = [];
+        for (let i = 0; i < (length[row] as number); i++)
+          odd.push(valueAt(pages, (start[row] as number) + i));
+        irregular.set(row, odd);
+      }
+      if (def === maxDef) {
+        if (odd !== undefined) odd.push(values[v]);
+        v += 1;
+      } else {
+        odd?.push(null);
+      }
+      length[row] = (length[row] as number) + 1;
+    }
+    value += v;
+    if (v !== values.length) throw new Error(`a page of ${values.length} values has ${v} present levels`);
+    return true;
+  });
+  if (row + 1 !== rows)
+    throw new Error(`column ${meta.path_in_schema.join('.')}: ${row + 1} rows, not ${rows}`);
+  return { values: joinValues(pages, value, leaf), start, length, irregular };
+}
+
+/** Value `index` of the pages' values laid end to end. */
+function valueAt(pages: readonly DecodedArray[], index: number): unknown {
+  let at = index;
+  for (const page of pages) {
+    if (at < page.length) return page[at];
+    at -= page.length;
+  }
+  return undefined;
+}
+
+/**
+ * The pages' values as one array: a typed array where every page holds one of the same kind, or where
+ * the element is a plain FLOAT or DOUBLE (dictionary pages decode to plain arrays of numbers).
+ */
+function joinValues(pages: readonly DecodedArray[], count: number, leaf: SchemaTree): ArrayLike<unknown> {
+  const first = pages[0];
+  const plainFloat =
+    leaf.element.converted_type === undefined &&
+    leaf.element.logical_type === undefined &&
+    (leaf.element.type === 'FLOAT' || leaf.element.type === 'DOUBLE');
+  if (pages.length === 1 && first !== undefined && (ArrayBuffer.isView(first) || !plainFloat)) return first;
+  const typed = first !== undefined && ArrayBuffer.isView(first) ? first.constructor : undefined;
+  let out: { [index: number]: unknown; length: number };
+  if (typed !== undefined && pages.every((p) => p.length === 0 || p.constructor === typed)) {
+    out = new (typed as new (n: number) => typeof out)(count);
+  } else if (plainFloat) {
+    out = leaf.element.type === 'FLOAT' ? new Float32Array(count) : new Float64Array(count);
+  } else {
+    out = new Array<unknown>(count);
+  }
+  let at = 0;
+  for (const page of pages) {
+    if (ArrayBuffer.isView(out) && ArrayBuffer.isView(page) && page.constructor === out.constructor) {
+      (out as unknown as Float32Array).set(page as unknown as Float32Array, at);
+      at += page.length;
+      continue;
+    }
+    for (let k = 0; k < page.length; k++) out[at++] = page[k];
+  }
+  return out;
+}
