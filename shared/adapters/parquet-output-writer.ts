@@ -24,6 +24,7 @@ import type {
 import { fromHalfArray } from '../core/fp16';
 import type { InferOutput } from '../core/protocol/infer-types';
 import type { Datatype, TensorData } from '../core/tensor';
+import { writeColumnsDirect } from './parquet-direct-columns';
 
 export {
   type EncodedPart,
@@ -49,7 +50,8 @@ export function encodeRowGroups(
   const rows = batches.reduce((n, b) => n + b.ids.length, 0);
   const writer = new ByteWriter();
   const parquet = new ParquetWriter({ writer, schema: schemaElements(schema), statistics: false });
-  if (rows > 0) {
+  // Straight from the output tensors (issue #12); hyparquet-writer's own path when list widths vary.
+  if (rows > 0 && !writeColumnsDirect(parquet, parquet.schema, schema, batches, rows, rowGroupRows)) {
     const columnData = [
       // PLAIN: a dictionary is tried, at a cost, and rarely pays for unique ids and model outputs.
       {

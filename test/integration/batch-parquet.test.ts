@@ -297,6 +297,115 @@ describe('Parquet batch scoring with DuckDB files', () => {
     );
   });
 
+  it('writes outputs straight from the tensors, every datatype, over pages and row groups, as DuckDB and hyparquet read them', async () => {
+    const specs = [
+      { name: 'y', datatype: 'FP32', shape: [-1, 5] },
+      { name: 'p', datatype: 'FP64', shape: [-1] },
+      { name: 'h', datatype: 'FP16', shape: [-1, 2] },
+      { name: 'i8', datatype: 'INT8', shape: [-1, 3] },
+      { name: 'u64', datatype: 'UINT64', shape: [-1, 2] },
+      { name: 'b', datatype: 'BOOL', shape: [-1, 2] },
+      { name: 's', datatype: 'BYTES', shape: [-1, 1] },
+    ] as const;
+    const schema = outputSchemaFor(specs, 'id', 'STRING');
+    const y = (i: number, k: number) => Math.fround(i * 0.25 + k);
+    const batch = (from: number, n: number): ScoredBatch => {
+      const rows = Array.from({ length: n }, (_, k) => from + k);
+      return {
+        ids: rows.map((i) => `r${i}`),
+        outputs: [
+          {
+            name: 'y',
+            datatype: 'FP32',
+            shape: [n, 5],
+            data: Float32Array.from(rows.flatMap((i) => [0, 1, 2, 3, 4].map((k) => y(i, k)))),
+          },
+          { name: 'p', datatype: 'FP64', shape: [n], data: Float64Array.from(rows, (i) => i / 3) },
+          // 0x3c00 is 1.0 and 0xc000 is -2.0 in half precision.
+          {
+            name: 'h',
+            datatype: 'FP16',
+            shape: [n, 2],
+            data: Uint16Array.from(rows.flatMap(() => [0x3c00, 0xc000])),
+          },
+          {
+            name: 'i8',
+            datatype: 'INT8',
+            shape: [n, 3],
+            data: Int8Array.from(rows.flatMap((i) => [-(i % 100), 0, i % 100])),
+          },
+          {
+            name: 'u64',
+            datatype: 'UINT64',
+            shape: [n, 2],
+            data: BigUint64Array.from(rows.flatMap((i) => [BigInt(i), 2n ** 63n + BigInt(i)])),
+          },
+          {
+            name: 'b',
+            datatype: 'BOOL',
+            shape: [n, 2],
+            data: Uint8Array.from(rows.flatMap((i) => [i % 2, 1])),
+          },
+          { name: 's', datatype: 'BYTES', shape: [n, 1], data: rows.map((i) => `s${i}`) },
+        ],
+      };
+    };
+    const total = 70_000;
+    // 70,000 rows of 5 floats: 1.4 MB, two pages in the first row group; 30,000-row row groups.
+    const part = encodeRowGroups(
+      schema,
+      [batch(0, 256), batch(256, 40_000), batch(40_256, total - 40_256)],
+      30_000,
+    );
+    expect(part.rows).toBe(total);
+    const ends = parquetFileEnds(schema, [{ bytes: part.bytes.byteLength, rowGroups: part.rowGroups }]);
+    const path = join(dir, 'direct.parquet');
+    const file = Buffer.concat([ends.head, part.bytes, ends.footer]);
+    await writeFile(path, file);
+    const pages = await query(`SELECT row_group_id, path_in_schema FROM parquet_metadata('${path}')`);
+    expect(new Set(pages.map((p) => p.row_group_id)).size).toBe(3);
+    const columns = await query(`DESCRIBE SELECT * FROM read_parquet('${path}')`);
+    expect(columns.map((c) => [c.column_name, c.column_type])).toEqual([
+      ['id', 'VARCHAR'],
+      ['y', 'FLOAT[]'],
+      ['p', 'DOUBLE'],
+      ['h', 'FLOAT[]'],
+      ['i8', 'TINYINT[]'],
+      ['u64', 'UBIGINT[]'],
+      ['b', 'BOOLEAN[]'],
+      ['s', 'VARCHAR'],
+    ]);
+    const expected = (i: number) => ({
+      id: `r${i}`,
+      y: [0, 1, 2, 3, 4].map((k) => y(i, k)),
+      p: i / 3,
+      h: [1, -2],
+      i8: [i % 100 === 0 ? 0 : -(i % 100), 0, i % 100],
+      u64: [BigInt(i), 2n ** 63n + BigInt(i)],
+      b: [i % 2 === 1, true],
+      s: `s${i}`,
+    });
+    const sample = [0, 1, 255, 256, 29_999, 30_000, 40_255, 40_256, 59_999, 60_000, total - 1];
+    const read = await query(
+      `SELECT * FROM (SELECT *, row_number() OVER () - 1 AS n FROM read_parquet('${path}')) WHERE n IN (${sample.join(', ')}) ORDER BY n`,
+    );
+    expect(read.map(({ n: _n, ...row }) => row)).toEqual(sample.map(expected));
+    expect((await query(`SELECT count(*) AS n FROM read_parquet('${path}')`))[0]?.n).toBe(BigInt(total));
+    // hyparquet (the reader a job of ours uses) reads the same rows.
+    const { parquetReadObjects } = await import('hyparquet');
+    const rows = await parquetReadObjects({
+      file: {
+        byteLength: file.byteLength,
+        slice: async (a: number, b?: number) => Uint8Array.prototype.slice.call(file, a, b).buffer,
+      },
+      rowStart: 29_999,
+      rowEnd: 30_001,
+    });
+    expect(rows.map((r) => [r.id, Array.from(r.y as number[]), r.p, r.s])).toEqual(
+      [29_999, 30_000].map((i) => [`r${i}`, expected(i).y, i / 3, `s${i}`]),
+    );
+  });
+
   it('hands flat columns over as the typed arrays pages decode into, nulls as null, in one read per row group', async () => {
     const { key, size } = await duckParquet(
       'flat.parquet',
