@@ -8,7 +8,8 @@
  * memory, and last times a loop of `session.run` over the same records as tensors of the
  * runner's micro-batch size (after one untimed pass). Prints one {@link BatchReport} line.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Context } from 'aws-lambda';
 import * as ort from 'onnxruntime-node';
 import { lambdaContext } from '../../test/support/api-gateway';
@@ -36,10 +37,26 @@ async function main(): Promise<void> {
     return outcome;
   };
   await invoke(spec.warmupKey, spec.warmupEtag);
+  // BENCH_RSS_TRACE: memory every 100 ms during the job (resident, V8 heap, external, array buffers), MiB.
+  const trace: string[] = [];
+  const t0 = performance.now();
+  const timer = process.env.BENCH_RSS_TRACE
+    ? setInterval(() => {
+        const m = process.memoryUsage();
+        trace.push(
+          `${(performance.now() - t0).toFixed(0)} rss ${(m.rss / 2 ** 20).toFixed(0)} heap ${(m.heapUsed / 2 ** 20).toFixed(0)}/${(m.heapTotal / 2 ** 20).toFixed(0)} ext ${(m.external / 2 ** 20).toFixed(0)} ab ${(m.arrayBuffers / 2 ** 20).toFixed(0)}`,
+        );
+      }, 100)
+    : undefined;
   const started = performance.now();
   const outcome = await invoke(spec.inputKey, spec.inputEtag);
   const jobMs = performance.now() - started;
   const peak = peakRssKiB();
+  if (timer !== undefined) {
+    clearInterval(timer);
+    const file = `rss-${spec.inputKey.replace(/\//g, '_')}.txt`;
+    writeFileSync(join(process.env.BENCH_RSS_TRACE as string, file), `${trace.join('\n')}\n`);
+  }
   const raw = await rawLoop(spec);
   const report: BatchReport = { jobMs, outcome, peakRssKiB: peak, rawMs: raw.ms, rawBatches: raw.batches };
   reportResult(report);

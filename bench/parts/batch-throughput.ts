@@ -129,6 +129,8 @@ export async function runBatchThroughput(options: PartOptions): Promise<PartResu
               ONNX_SERVE_S3_ENDPOINT: repo.endpoint,
               ONNX_SERVE_DISK_CACHE_MB: '0',
               ONNX_SERVE_LOG_LEVEL: 'WARN',
+              // BENCH_RSS_TRACE: a folder where each sample writes its memory every 100 ms during the job.
+              BENCH_RSS_TRACE: process.env.BENCH_RSS_TRACE ?? '',
             },
             timeoutMs: 600_000,
           });

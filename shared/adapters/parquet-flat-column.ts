@@ -17,7 +17,7 @@ export function decodeFlatColumn(
   compressors: Compressors,
   rows: number,
 ): ArrayLike<unknown> {
-  const pages: { values: DecodedArray; defs: readonly number[] | undefined }[] = [];
+  const pages: { values: DecodedArray; defs: ArrayLike<number> | undefined }[] = [];
   let count = 0;
   let nulls = false;
   forEachPage(bytes, meta, schemaPath, compressors, ({ levels, defs, values }) => {

@@ -8,15 +8,17 @@ import { parquetHeader } from 'hyparquet/src/column.js';
 import { convert, convertWithDictionary, DEFAULT_PARSERS } from 'hyparquet/src/convert.js';
 import { decompressPage, readDataPage, readDataPageV2 } from 'hyparquet/src/datapage.js';
 import { readPlain } from 'hyparquet/src/plain.js';
+import { getMaxDefinitionLevel, getMaxRepetitionLevel } from 'hyparquet/src/schema.js';
+import { readHybrid } from './parquet-hybrid';
 
 /** One data page: its levels (empty when the page has none, or no nulls) and its present values. */
 export interface DecodedPage {
   /** Levels in the page (`num_values`): values plus nulls and empty lists. */
   readonly levels: number;
   /** Definition levels, one per level; empty when every level is at the maximum. */
-  readonly defs: readonly number[];
+  readonly defs: ArrayLike<number>;
   /** Repetition levels, one per level; empty for a column that is not repeated. */
-  readonly reps: readonly number[];
+  readonly reps: ArrayLike<number>;
   /** The present values, converted (a typed array for numbers where hyparquet decodes one). */
   readonly values: DecodedArray;
 }
@@ -46,6 +48,7 @@ export function forEachPage(
   };
   const reader = { view: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), offset: 0 };
   let dictionary: DecodedArray | undefined;
+  const maxLevels = { rep: getMaxRepetitionLevel(schemaPath), def: getMaxDefinitionLevel(schemaPath) };
   let more = true;
   while (more && reader.offset < bytes.byteLength) {
     const header = parquetHeader(reader);
@@ -67,9 +70,18 @@ export function forEachPage(
       dictionary = convert(readPlain(view, decoder.type, num, leaf.element.type_length), decoder);
       continue;
     }
-    let read: { definitionLevels: number[] | undefined; repetitionLevels: number[]; dataPage: DecodedArray };
+    let read: {
+      definitionLevels: ArrayLike<number> | undefined;
+      repetitionLevels: ArrayLike<number>;
+      dataPage: DecodedArray;
+    };
     let encoding: string;
     let levels: number;
+    const fast = fastPage(header, compressed, decoder, dictionary, maxLevels);
+    if (fast !== undefined) {
+      more = onPage(fast);
+      continue;
+    }
     if (header.type === 'DATA_PAGE' && header.data_page_header !== undefined) {
       const page = decompressPage(
         compressed,
@@ -94,4 +106,106 @@ export function forEachPage(
       values: convertWithDictionary(read.dataPage, dictionary, encoding as never, decoder),
     });
   }
+}
+
+type Decoder = Parameters<typeof convert>[1];
+
+/**
+ * A data page (v1 or v2) whose values are PLAIN or dictionary indices, decoded with levels and indices in
+ * typed arrays ({@link readHybrid}) and dictionary values mapped into an array of the dictionary's kind;
+ * `undefined` for anything else (booleans, delta and byte-stream-split encodings), which hyparquet's page
+ * reader decodes.
+ */
+function fastPage(
+  header: ReturnType<typeof parquetHeader>,
+  compressed: Uint8Array,
+  decoder: Decoder & { codec: CompressionCodec; compressors: Compressors },
+  dictionary: DecodedArray | undefined,
+  max: { readonly rep: number; readonly def: number },
+): DecodedPage | undefined {
+  const v1 = header.type === 'DATA_PAGE' ? header.data_page_header : undefined;
+  const v2 = header.type === 'DATA_PAGE_V2' ? header.data_page_header_v2 : undefined;
+  const encoding = v1?.encoding ?? v2?.encoding;
+  const dictionaryEncoded = encoding === 'PLAIN_DICTIONARY' || encoding === 'RLE_DICTIONARY';
+  if (encoding !== 'PLAIN' && !dictionaryEncoded) return undefined;
+  if (decoder.type === 'BOOLEAN' || (dictionaryEncoded && dictionary === undefined)) return undefined;
+  const levels = (v1?.num_values ?? v2?.num_values) as number;
+  let page: Uint8Array;
+  let pos = 0;
+  const reps = max.rep > 0 ? new Uint8Array(levels) : EMPTY;
+  let defs: Uint8Array = max.def > 0 ? new Uint8Array(levels) : EMPTY;
+  if (v1 !== undefined) {
+    page = decompressPage(
+      compressed,
+      Number(header.uncompressed_page_size),
+      decoder.codec,
+      decoder.compressors,
+    );
+    const view = new DataView(page.buffer, page.byteOffset, page.byteLength);
+    // v1: each level run is prefixed by its byte length.
+    if (max.rep > 0) {
+      const length = view.getUint32(pos, true);
+      readHybrid(page, pos + 4, pos + 4 + length, bitWidth(max.rep), levels, reps);
+      pos += 4 + length;
+    }
+    if (max.def > 0) {
+      const length = view.getUint32(pos, true);
+      readHybrid(page, pos + 4, pos + 4 + length, bitWidth(max.def), levels, defs);
+      pos += 4 + length;
+    }
+  } else if (v2 !== undefined) {
+    // v2: level lengths in the header, levels never compressed, values compressed unless said otherwise.
+    const repBytes = v2.repetition_levels_byte_length;
+    const defBytes = v2.definition_levels_byte_length;
+    if (max.rep > 0) readHybrid(compressed, 0, repBytes, bitWidth(max.rep), levels, reps);
+    if (max.def > 0) readHybrid(compressed, repBytes, repBytes + defBytes, bitWidth(max.def), levels, defs);
+    const values = compressed.subarray(repBytes + defBytes);
+    page =
+      v2.is_compressed === false
+        ? values
+        : decompressPage(
+            values,
+            Number(header.uncompressed_page_size) - repBytes - defBytes,
+            decoder.codec,
+            decoder.compressors,
+          );
+  } else {
+    return undefined;
+  }
+  let present = levels;
+  if (max.def > 0) {
+    present = 0;
+    for (let k = 0; k < levels; k++) if (defs[k] === max.def) present += 1;
+    // As hyparquet: no definition levels when every one is at the maximum.
+    if (present === levels) defs = EMPTY;
+  }
+  let values: DecodedArray;
+  if (!dictionaryEncoded) {
+    const reader = { view: new DataView(page.buffer, page.byteOffset, page.byteLength), offset: pos };
+    values = convert(readPlain(reader, decoder.type, present, decoder.element.type_length), decoder);
+  } else {
+    const width = page[pos] as number;
+    if (width > 24) return undefined;
+    const indices = new Int32Array(present);
+    if (present > 0) readHybrid(page, pos + 1, page.byteLength, width, present, indices);
+    const dict = dictionary as DecodedArray;
+    const out = (
+      ArrayBuffer.isView(dict)
+        ? new (dict.constructor as new (n: number) => DecodedArray)(present)
+        : new Array(present)
+    ) as { [k: number]: unknown };
+    for (let k = 0; k < present; k++) {
+      const index = indices[k] as number;
+      if (index >= dict.length) throw new Error(`dictionary index ${index} of ${dict.length}`);
+      out[k] = dict[index];
+    }
+    values = out as DecodedArray;
+  }
+  return { levels, defs, reps, values };
+}
+
+const EMPTY = new Uint8Array(0);
+
+function bitWidth(max: number): number {
+  return 32 - Math.clz32(max);
 }
