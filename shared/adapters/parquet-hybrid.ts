@@ -43,9 +43,19 @@ export function readHybrid(
       const values = Math.floor(header / 2) * 8;
       const stop = pos + (values * bitWidth) / 8;
       if (stop > end) throw new Error('a bit-packed run runs past the levels');
+      const take = Math.min(values, count - i);
+      if (8 % bitWidth === 0 && bitWidth > 0) {
+        // Levels (bit width 1 or 2): whole values per byte, a byte at a time.
+        const last = i + take;
+        for (let p = pos; i < last; p++) {
+          const byte = bytes[p] as number;
+          for (let shift = 0; shift < 8 && i < last; shift += bitWidth) out[i++] = (byte >> shift) & mask;
+        }
+        pos = stop;
+        continue;
+      }
       let buffer = 0;
       let bits = 0;
-      const take = Math.min(values, count - i);
       for (let k = 0; k < take; k++) {
         while (bits < bitWidth) {
           buffer |= (bytes[pos++] as number) << bits;

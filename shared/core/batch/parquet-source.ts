@@ -10,7 +10,7 @@ import type { TensorData } from '../tensor';
 import type { JobSpec, ParquetJob } from './job-state';
 import { splitOutputs } from './micro-batch';
 import { resultLine } from './output-lines';
-import { type ColumnPlan, type MappedBatch, mapRows, type RowId } from './parquet-mapping';
+import { type ColumnChunk, type ColumnPlan, type MappedBatch, mapRows, type RowId } from './parquet-mapping';
 import type { ParquetCodec, ParquetFile, ScoredBatch } from './parquet-port';
 import { ByteChunks } from './part-scorer';
 import type { RecordSource, ScoredPart } from './record-source';
@@ -51,6 +51,8 @@ const utf8 = new TextEncoder();
 export class ParquetSource implements RecordSource {
   readonly #options: ParquetSourceOptions;
   #group: number;
+  /** The next row group's read, started while this one is scored (the store works while the model runs). */
+  #ahead: { readonly index: number; readonly chunk: Promise<ColumnChunk> } | undefined;
 
   constructor(options: ParquetSourceOptions) {
     this.#options = options;
@@ -113,7 +115,28 @@ export class ParquetSource implements RecordSource {
     };
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    // A read ahead that no part will use: its failure is nobody's.
+    this.#ahead?.chunk.catch(() => undefined);
+    this.#ahead = undefined;
+  }
+
+  /** Row group `index`'s planned columns: the read ahead when it is that group's, and the next one started. */
+  async #read(index: number): Promise<ColumnChunk> {
+    const { file, plan, end } = this.#options;
+    const ahead = this.#ahead;
+    this.#ahead = undefined;
+    const chunk = ahead?.index === index ? ahead.chunk : file.readRowGroup(index, plan.columns);
+    if (ahead !== undefined && ahead.index !== index) ahead.chunk.catch(() => undefined);
+    const next = index + 1;
+    if (next < end) {
+      const read = file.readRowGroup(next, plan.columns);
+      // Awaited when the next group is scored; until then a failure must not go unhandled.
+      read.catch(() => undefined);
+      this.#ahead = { index: next, chunk: read };
+    }
+    return chunk;
+  }
 
   /** Reads, maps and scores one row group; appends its scored rows in row order and its failures. */
   async #scoreGroup(
@@ -124,8 +147,8 @@ export class ParquetSource implements RecordSource {
     failed: Failed[],
   ): Promise<void> {
     if (rows === 0) return;
-    const { job, file, plan } = this.#options;
-    const chunk = await file.readRowGroup(index, plan.columns);
+    const { job, plan } = this.#options;
+    const chunk = await this.#read(index);
     const mapped = mapRows(plan, chunk, firstRow, firstRow + rows, {
       maxBatchRecords: job.model.maxBatchSize,
       maxBatchBytes: job.settings.maxBatchBytes,

@@ -17,6 +17,16 @@ describe('readHybrid', () => {
     expect(Array.from(out.subarray(300))).toEqual([0, 1, 0, 1, 1]);
   });
 
+  it('reads 2-bit and 8-bit bit-packed runs (definition levels, small dictionaries)', () => {
+    const two = new Uint8Array(8);
+    // 3,0,1,2 then 2,2,0,3: bytes 0b10010011, 0b11001010.
+    readHybrid(Uint8Array.of(0x03, 0b10_01_00_11, 0b11_00_10_10), 0, 3, 2, 8, two);
+    expect(Array.from(two)).toEqual([3, 0, 1, 2, 2, 2, 0, 3]);
+    const eight = new Int32Array(8);
+    readHybrid(Uint8Array.of(0x03, 9, 8, 7, 6, 5, 4, 3, 255), 0, 9, 8, 8, eight);
+    expect(Array.from(eight)).toEqual([9, 8, 7, 6, 5, 4, 3, 255]);
+  });
+
   it('reads wide values (dictionary indices) across byte boundaries and RLE values of several bytes', () => {
     // 8 values of 17 bits, bit-packed; then an RLE run of 2 values 70000 (3 bytes, little-endian).
     const values = [0, 1, 70_000, 131_071, 5, 65_536, 3, 99_999];
