@@ -60,6 +60,31 @@ export function decodeListColumn(
       throw new Error(`a page of ${levels} levels has ${reps.length} repetition levels`);
     pages.push(values);
     const base = value;
+    if (defs.length === 0 && maxDef > emptyDef) {
+      // Every level is a present element (no nulls, no empty lists): rows start where repetition is 0,
+      // and a row's length is the run up to the next start. The common case, without a branch per level.
+      if (values.length !== levels) throw new Error(`a page of ${levels} levels has ${values.length} values`);
+      let from = 0;
+      for (let k = 0; k < levels; k++) {
+        if (reps[k] !== 0) continue;
+        if (row >= 0) extend(from, k);
+        else if (k > 0) throw new Error('the first level continues a row');
+        row += 1;
+        if (row >= rows) throw new Error(`more than ${rows} rows`);
+        odd = undefined;
+        start[row] = base + k;
+        from = k;
+      }
+      if (row < 0 && levels > 0) throw new Error('the first level continues a row');
+      if (levels > 0) extend(from, levels);
+      value += levels;
+      return true;
+    }
+    /** Levels [from, to) of this page belong to the current row. */
+    function extend(from: number, to: number): void {
+      length[row] = (length[row] as number) + (to - from);
+      if (odd !== undefined) for (let k = from; k < to; k++) odd.push(values[k]);
+    }
     let v = 0;
     for (let k = 0; k < levels; k++) {
       const def = defs.length === 0 ? maxDef : (defs[k] as number);

@@ -435,7 +435,7 @@ describe('Parquet batch scoring with DuckDB files', () => {
 
   it('decodes LIST columns as runs of one typed array, rows and errors the same as hyparquet assembles them', async () => {
     // Null rows, null elements, empty and short lists, a dictionary-encoded list (few distinct values),
-    // several pages per chunk, and a required list of required elements.
+    // several pages per chunk, and a list without nulls of varying lengths.
     const list = Array.from({ length: LINEAR_IN }, (_, j) => featureSql(j)).join(', ');
     const { key, size } = await duckParquet(
       'runs.parquet',
@@ -446,7 +446,8 @@ describe('Parquet batch scoring with DuckDB files', () => {
                    WHEN i % 19 = 0 THEN [1.5, 2.5]::FLOAT[]
                    ELSE [${list}]::FLOAT[] END AS x,
               CASE WHEN i % 7 = 0 THEN [i, NULL] ELSE [i, i + 1, i + 2] END::DOUBLE[] AS d,
-              CASE WHEN i % 5 = 0 THEN NULL ELSE ['a' || i, 'b'] END AS s
+              CASE WHEN i % 5 = 0 THEN NULL ELSE ['a' || i, 'b'] END AS s,
+              CASE WHEN i % 3 = 0 THEN [i] ELSE [i, i + 1, i + 2] END::FLOAT[] AS r
        FROM range(30000) t(i) ORDER BY i`,
       'COMPRESSION snappy, ROW_GROUP_SIZE 20000',
     );
@@ -458,17 +459,19 @@ describe('Parquet batch scoring with DuckDB files', () => {
       slice: async (start: number, end?: number) => bytes.slice(start, end).buffer,
     };
     for (const group of reader.info.rowGroups) {
-      const chunk = await reader.readRowGroup(group.index, ['id', 'x', 'd', 's']);
+      const chunk = await reader.readRowGroup(group.index, ['id', 'x', 'd', 's', 'r']);
       const x = chunk.list?.('x');
       expect(x?.values).toBeInstanceOf(Float32Array);
       expect(chunk.list?.('d')?.values).toBeInstanceOf(Float64Array);
       const assembled = await parquetReadObjects({
         file,
-        columns: ['x', 'd', 's'],
+        columns: ['x', 'd', 's', 'r'],
         rowStart: group.firstRow,
         rowEnd: group.firstRow + group.rows,
       });
-      for (const name of ['x', 'd', 's']) {
+      // `r` has no null and no empty list: its pages take the path without definition levels.
+      expect(chunk.list?.('r')?.irregular.size).toBe(0);
+      for (const name of ['x', 'd', 's', 'r']) {
         expect(Array.from(chunk.column(name))).toEqual(assembled.map((row) => row[name] ?? null));
       }
       // The same batches and failures as from the assembled rows.
