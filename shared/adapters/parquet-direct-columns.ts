@@ -114,10 +114,16 @@ function idValues(
       : element.type === 'DOUBLE'
         ? new Float64Array(rows)
         : new Array<unknown>(rows);
+  // A 32-bit integer id goes in as its two words, without a BigInt.
+  const words = out instanceof BigInt64Array && LITTLE_ENDIAN ? new Int32Array(out.buffer) : undefined;
   let at = 0;
   for (const batch of batches) {
     for (const id of batch.ids) {
-      if (out instanceof BigInt64Array) out[at++] = BigInt(id);
+      if (words !== undefined && typeof id === 'number' && (id | 0) === id && !Object.is(id, -0)) {
+        words[2 * at] = id;
+        words[2 * at + 1] = id >> 31;
+        at++;
+      } else if (out instanceof BigInt64Array) out[at++] = BigInt(id);
       else if (out instanceof Float64Array) out[at++] = Number(id);
       else out[at++] = String(id);
     }

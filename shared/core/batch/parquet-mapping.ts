@@ -220,6 +220,9 @@ function scalarsInput(
   return { spec, kind: 'scalars', columns, exampleShape: exampleShape.length === 0 ? [] : [n] };
 }
 
+/** Whether typed arrays are little-endian here (a 64-bit integer's low word first). */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 /** A row that cannot be scored, and why. */
 export interface RowFailure {
   /** The row's index in the file (0-based). */
@@ -318,6 +321,10 @@ export function mapRows(
   limits: BatchLimits,
 ): MappedRows {
   const idValues = plan.idColumn === undefined ? undefined : chunk.column(plan.idColumn);
+  const idWords =
+    idValues instanceof BigInt64Array && LITTLE_ENDIAN
+      ? new Int32Array(idValues.buffer, idValues.byteOffset, idValues.length * 2)
+      : undefined;
   // A list column the reader decoded as runs of one array is copied from it, with no array per row.
   const lists = plan.inputs.map((input) => (input.kind === 'list' ? chunk.list?.(input.column) : undefined));
   const sources = plan.inputs.map((input, i) =>
@@ -339,7 +346,13 @@ export function mapRows(
   for (let row = from; row < to; row++) {
     const at = row - chunk.firstRow;
     let id: RowId = row;
-    if (idValues !== undefined) {
+    if (idWords !== undefined) {
+      // An INT64 id that fits 32 bits is taken as a number, read from its two words: no BigInt per row
+      // (a heap object each, which lived as long as the part). Ids are written the same either way.
+      const low = idWords[2 * at] as number;
+      const high = idWords[2 * at + 1] as number;
+      id = high === low >> 31 ? low : ((idValues as BigInt64Array)[at] as bigint);
+    } else if (idValues !== undefined) {
       const value = idValues[at];
       if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'bigint') {
         failures.push(failure(row, row, `id column '${plan.idColumn}' is ${describe(value)}`));

@@ -274,6 +274,29 @@ describe('mapRows', () => {
     expect(perRow.batches.map((b) => b.rows)).toEqual([[0, 4], [1]]);
   });
 
+  it('takes INT64 ids that fit 32 bits as numbers, larger ones as bigints', () => {
+    const plan = planParquetColumns(
+      signature({ name: 'x', datatype: 'FP32', shape: [-1, 1] }),
+      true,
+      scalars('id', 'a'),
+      DEFAULT_PARQUET_MAPPING,
+    );
+    const ids = BigInt64Array.of(0n, -1n, 2147483647n, -2147483648n, 2147483648n, -(2n ** 63n));
+    const rows = ids.length;
+    const mapped = mapRows(
+      plan,
+      {
+        firstRow: 0,
+        rows,
+        column: (name) => (name === 'id' ? ids : Float32Array.from({ length: rows }, (_, k) => k)),
+      },
+      0,
+      rows,
+      LIMITS,
+    );
+    expect(mapped.batches[0]?.ids).toEqual([0, -1, 2147483647, -2147483648, 2147483648n, -(2n ** 63n)]);
+  });
+
   it('fails a null id per row', () => {
     const plan = planParquetColumns(
       signature(x3),
