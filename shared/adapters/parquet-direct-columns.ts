@@ -14,6 +14,7 @@ import { writePageHeader } from 'hyparquet-writer/src/datapage.js';
 import type { ParquetOutputSchema, ScoredBatch } from '../core/batch/parquet-port';
 import { fromHalfArray } from '../core/fp16';
 import type { TensorData } from '../core/tensor';
+import { snappyCompress } from './snappy-compress';
 
 /** hyparquet-writer's default page size: pages of about this many value bytes. */
 const PAGE_BYTES = 1 << 20;
@@ -228,9 +229,13 @@ function writePage(
   const count = rows * width;
   const bytes = values.BYTES_PER_ELEMENT;
   const plain = new Uint8Array(values.buffer, values.byteOffset + a * width * bytes, count * bytes);
-  const compress = (parquet.compressors as Record<string, ((input: Uint8Array) => Uint8Array) | undefined>)[
-    parquet.codec
-  ];
+  // SNAPPY: our compressor (the same format, literals copied as ranges); other codecs: the writer's.
+  const compress =
+    parquet.codec === 'SNAPPY'
+      ? snappyCompress
+      : (parquet.compressors as Record<string, ((input: Uint8Array) => Uint8Array) | undefined>)[
+          parquet.codec
+        ];
   const body = compress === undefined ? plain : compress(plain);
   const levels = list ? listLevels(rows, width) : undefined;
   const levelBytes = (levels?.reps.length ?? 0) + (levels?.defs.length ?? 0);
