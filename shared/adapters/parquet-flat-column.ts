@@ -22,7 +22,8 @@ export function decodeFlatColumn(
   let nulls = false;
   forEachPage(bytes, meta, schemaPath, compressors, ({ levels, defs, values }) => {
     if (defs.length > 0 && values.length < levels) nulls = true;
-    pages.push({ values, defs: defs.length > 0 ? defs : undefined });
+    // The levels are the decoder's scratch: kept, they are copied.
+    pages.push({ values, defs: defs.length > 0 ? Uint8Array.from(defs) : undefined });
     count += levels;
     return count < rows;
   });

@@ -9,6 +9,9 @@ import type { ColumnMetaData, Compressors, DecodedArray, SchemaTree } from 'hypa
 import type { ListValues } from '../core/batch/parquet-mapping';
 import { forEachPage } from './parquet-pages';
 
+/** The most values decoded in place into one array for a chunk (2^26: 256 MiB of FLOAT). */
+const MAX_JOINED = 2 ** 26;
+
 /**
  * Whether {@link decodeListColumn} reads a column of this schema path: the standard three-level LIST
  * (`<column> (LIST) / repeated group / one primitive element`), whatever the column's and element's
@@ -55,74 +58,108 @@ export function decodeListColumn(
   let value = 0;
   /** The row being read holds a null element: it is built as an array as hyparquet would give it. */
   let odd: unknown[] | undefined;
-  forEachPage(bytes, meta, schemaPath, compressors, ({ levels, defs, reps, values }) => {
-    if (reps.length !== levels)
-      throw new Error(`a page of ${levels} levels has ${reps.length} repetition levels`);
-    pages.push(values);
-    const base = value;
-    if (defs.length === 0 && maxDef > emptyDef) {
-      // Every level is a present element (no nulls, no empty lists): rows start where repetition is 0,
-      // and a row's length is the run up to the next start. The common case, without a branch per level.
-      if (values.length !== levels) throw new Error(`a page of ${levels} levels has ${values.length} values`);
-      let from = 0;
-      for (let k = 0; k < levels; k++) {
-        if (reps[k] !== 0) continue;
-        if (row >= 0) extend(from, k);
-        else if (k > 0) throw new Error('the first level continues a row');
-        row += 1;
-        if (row >= rows) throw new Error(`more than ${rows} rows`);
-        odd = undefined;
-        start[row] = base + k;
-        from = k;
-      }
-      if (row < 0 && levels > 0) throw new Error('the first level continues a row');
-      if (levels > 0) extend(from, levels);
-      value += levels;
-      return true;
-    }
-    /** Levels [from, to) of this page belong to the current row. */
-    function extend(from: number, to: number): void {
-      length[row] = (length[row] as number) + (to - from);
-      if (odd !== undefined) for (let k = from; k < to; k++) odd.push(values[k]);
-    }
-    let v = 0;
-    for (let k = 0; k < levels; k++) {
-      const def = defs.length === 0 ? maxDef : (defs[k] as number);
-      if (reps[k] === 0) {
-        row += 1;
-        if (row >= rows) throw new Error(`more than ${rows} rows`);
-        odd = undefined;
-        start[row] = base + v;
-        if (def < emptyDef) {
-          irregular.set(row, null);
-          continue;
+  // A plain FLOAT or DOUBLE element: the pages decode straight into one array for the chunk (at most its
+  // level count), which is then the joined values.
+  // The footer's count is trusted up to a bound: a lying one must not allocate gigabytes up front.
+  const levelCount = Number(meta.num_values);
+  const joined =
+    isPlainFloat(leaf) && Number.isSafeInteger(levelCount) && levelCount >= 0 && levelCount <= MAX_JOINED
+      ? leaf.element.type === 'FLOAT'
+        ? new Float32Array(levelCount)
+        : new Float64Array(levelCount)
+      : undefined;
+  let filled = 0;
+  const into = (count: number) => {
+    if (joined === undefined || filled + count > joined.length) return undefined;
+    const view = joined.subarray(filled, filled + count);
+    filled += count;
+    return view;
+  };
+  forEachPage(
+    bytes,
+    meta,
+    schemaPath,
+    compressors,
+    ({ levels, defs, reps, values }) => {
+      if (reps.length !== levels)
+        throw new Error(`a page of ${levels} levels has ${reps.length} repetition levels`);
+      pages.push(values);
+      const base = value;
+      if (defs.length === 0 && maxDef > emptyDef) {
+        // Every level is a present element (no nulls, no empty lists): rows start where repetition is 0,
+        // and a row's length is the run up to the next start. The common case, without a branch per level.
+        if (values.length !== levels)
+          throw new Error(`a page of ${levels} levels has ${values.length} values`);
+        let from = 0;
+        for (let k = 0; k < levels; k++) {
+          if (reps[k] !== 0) continue;
+          if (row >= 0) extend(from, k);
+          else if (k > 0) throw new Error('the first level continues a row');
+          row += 1;
+          if (row >= rows) throw new Error(`more than ${rows} rows`);
+          odd = undefined;
+          start[row] = base + k;
+          from = k;
         }
-      } else if (row < 0) {
-        throw new Error('the first level continues a row');
+        if (row < 0 && levels > 0) throw new Error('the first level continues a row');
+        if (levels > 0) extend(from, levels);
+        value += levels;
+        return true;
       }
-      if (def <= emptyDef) continue;
-      if (def < maxDef && odd === undefined) {
-        // The first null element of the row: the row so far, then nulls where elements are absent.
-        odd = [];
-        for (let i = 0; i < (length[row] as number); i++)
-          odd.push(valueAt(pages, (start[row] as number) + i));
-        irregular.set(row, odd);
+      /** Levels [from, to) of this page belong to the current row. */
+      function extend(from: number, to: number): void {
+        length[row] = (length[row] as number) + (to - from);
+        if (odd !== undefined) for (let k = from; k < to; k++) odd.push(values[k]);
       }
-      if (def === maxDef) {
-        if (odd !== undefined) odd.push(values[v]);
-        v += 1;
-      } else {
-        odd?.push(null);
+      let v = 0;
+      for (let k = 0; k < levels; k++) {
+        const def = defs.length === 0 ? maxDef : (defs[k] as number);
+        if (reps[k] === 0) {
+          row += 1;
+          if (row >= rows) throw new Error(`more than ${rows} rows`);
+          odd = undefined;
+          start[row] = base + v;
+          if (def < emptyDef) {
+            irregular.set(row, null);
+            continue;
+          }
+        } else if (row < 0) {
+          throw new Error('the first level continues a row');
+        }
+        if (def <= emptyDef) continue;
+        if (def < maxDef && odd === undefined) {
+          // The first null element of the row: the row so far, then nulls where elements are absent.
+          odd = [];
+          for (let i = 0; i < (length[row] as number); i++)
+            odd.push(valueAt(pages, (start[row] as number) + i));
+          irregular.set(row, odd);
+        }
+        if (def === maxDef) {
+          if (odd !== undefined) odd.push(values[v]);
+          v += 1;
+        } else {
+          odd?.push(null);
+        }
+        length[row] = (length[row] as number) + 1;
       }
-      length[row] = (length[row] as number) + 1;
-    }
-    value += v;
-    if (v !== values.length) throw new Error(`a page of ${values.length} values has ${v} present levels`);
-    return true;
-  });
+      value += v;
+      if (v !== values.length) throw new Error(`a page of ${values.length} values has ${v} present levels`);
+      return true;
+    },
+    into,
+  );
   if (row + 1 !== rows)
     throw new Error(`column ${meta.path_in_schema.join('.')}: ${row + 1} rows, not ${rows}`);
-  return { values: joinValues(pages, value, leaf), start, length, irregular };
+  const inPlace =
+    joined !== undefined &&
+    filled === value &&
+    pages.every((p) => ArrayBuffer.isView(p) && (p as Float32Array).buffer === joined.buffer);
+  return {
+    values: inPlace ? joined.subarray(0, value) : joinValues(pages, value, leaf),
+    start,
+    length,
+    irregular,
+  };
 }
 
 /** Value `index` of the pages' values laid end to end. */
@@ -141,10 +178,7 @@ function valueAt(pages: readonly DecodedArray[], index: number): unknown {
  */
 function joinValues(pages: readonly DecodedArray[], count: number, leaf: SchemaTree): ArrayLike<unknown> {
   const first = pages[0];
-  const plainFloat =
-    leaf.element.converted_type === undefined &&
-    leaf.element.logical_type === undefined &&
-    (leaf.element.type === 'FLOAT' || leaf.element.type === 'DOUBLE');
+  const plainFloat = isPlainFloat(leaf);
   if (pages.length === 1 && first !== undefined && (ArrayBuffer.isView(first) || !plainFloat)) return first;
   const typed = first !== undefined && ArrayBuffer.isView(first) ? first.constructor : undefined;
   let out: { [index: number]: unknown; length: number };
@@ -165,4 +199,13 @@ function joinValues(pages: readonly DecodedArray[], count: number, leaf: SchemaT
     for (let k = 0; k < page.length; k++) out[at++] = page[k];
   }
   return out;
+}
+
+/** A FLOAT or DOUBLE element with no logical type: its values are plain numbers. */
+function isPlainFloat(leaf: SchemaTree): boolean {
+  return (
+    leaf.element.converted_type === undefined &&
+    leaf.element.logical_type === undefined &&
+    (leaf.element.type === 'FLOAT' || leaf.element.type === 'DOUBLE')
+  );
 }

@@ -11,7 +11,10 @@ import { readPlain } from 'hyparquet/src/plain.js';
 import { getMaxDefinitionLevel, getMaxRepetitionLevel } from 'hyparquet/src/schema.js';
 import { readHybrid } from './parquet-hybrid';
 
-/** One data page: its levels (empty when the page has none, or no nulls) and its present values. */
+/**
+ * One data page: its levels (empty when the page has none, or no nulls) and its present values. The level
+ * arrays may be reused for the next page: a consumer that keeps them copies them.
+ */
 export interface DecodedPage {
   /** Levels in the page (`num_values`): values plus nulls and empty lists. */
   readonly levels: number;
@@ -35,6 +38,11 @@ export function forEachPage(
   schemaPath: SchemaTree[],
   compressors: Compressors,
   onPage: (page: DecodedPage) => boolean,
+  /**
+   * Where a page's typed values go when they are of its kind: the next `count` elements of one array for
+   * the whole chunk, so a caller that joins the pages finds them already joined.
+   */
+  into?: (count: number) => DecodedArray | undefined,
 ): void {
   const leaf = schemaPath[schemaPath.length - 1] as SchemaTree;
   const decoder = {
@@ -77,7 +85,7 @@ export function forEachPage(
     };
     let encoding: string;
     let levels: number;
-    const fast = fastPage(header, compressed, decoder, dictionary, maxLevels);
+    const fast = fastPage(header, compressed, decoder, dictionary, maxLevels, into);
     if (fast !== undefined) {
       more = onPage(fast);
       continue;
@@ -122,6 +130,7 @@ function fastPage(
   decoder: Decoder & { codec: CompressionCodec; compressors: Compressors },
   dictionary: DecodedArray | undefined,
   max: { readonly rep: number; readonly def: number },
+  into: ((count: number) => DecodedArray | undefined) | undefined,
 ): DecodedPage | undefined {
   const v1 = header.type === 'DATA_PAGE' ? header.data_page_header : undefined;
   const v2 = header.type === 'DATA_PAGE_V2' ? header.data_page_header_v2 : undefined;
@@ -132,8 +141,8 @@ function fastPage(
   const levels = (v1?.num_values ?? v2?.num_values) as number;
   let page: Uint8Array;
   let pos = 0;
-  const reps = max.rep > 0 ? new Uint8Array(levels) : EMPTY;
-  let defs: Uint8Array = max.def > 0 ? new Uint8Array(levels) : EMPTY;
+  const reps = max.rep > 0 ? scratch.reps(levels) : EMPTY;
+  let defs: Uint8Array = max.def > 0 ? scratch.defs(levels) : EMPTY;
   if (v1 !== undefined) {
     page = decompressPage(
       compressed,
@@ -183,16 +192,24 @@ function fastPage(
   if (!dictionaryEncoded) {
     const reader = { view: new DataView(page.buffer, page.byteOffset, page.byteLength), offset: pos };
     values = convert(readPlain(reader, decoder.type, present, decoder.element.type_length), decoder);
+    const target = ArrayBuffer.isView(values) ? into?.(present) : undefined;
+    if (target !== undefined && target.constructor === values.constructor) {
+      (target as Float32Array).set(values as Float32Array);
+      values = target;
+    }
   } else {
     const width = page[pos] as number;
     if (width > 24) return undefined;
-    const indices = new Int32Array(present);
+    const indices = scratch.indices(present);
     if (present > 0) readHybrid(page, pos + 1, page.byteLength, width, present, indices);
     const dict = dictionary as DecodedArray;
+    const target = ArrayBuffer.isView(dict) ? into?.(present) : undefined;
     const out = (
-      ArrayBuffer.isView(dict)
-        ? new (dict.constructor as new (n: number) => DecodedArray)(present)
-        : new Array(present)
+      target !== undefined && target.constructor === dict.constructor
+        ? target
+        : ArrayBuffer.isView(dict)
+          ? new (dict.constructor as new (n: number) => DecodedArray)(present)
+          : new Array(present)
     ) as { [k: number]: unknown };
     for (let k = 0; k < present; k++) {
       const index = indices[k] as number;
@@ -205,6 +222,30 @@ function fastPage(
 }
 
 const EMPTY = new Uint8Array(0);
+
+/**
+ * Buffers for a page's levels and dictionary indices, reused page after page (they are read before the next
+ * page is decoded): a row group of a wide list column otherwise leaves tens of MB of them to the collector.
+ */
+const scratch = (() => {
+  let reps = new Uint8Array(0);
+  let defs = new Uint8Array(0);
+  let indices = new Int32Array(0);
+  return {
+    reps(n: number): Uint8Array {
+      if (reps.length < n) reps = new Uint8Array(n);
+      return reps.subarray(0, n);
+    },
+    defs(n: number): Uint8Array {
+      if (defs.length < n) defs = new Uint8Array(n);
+      return defs.subarray(0, n);
+    },
+    indices(n: number): Int32Array {
+      if (indices.length < n) indices = new Int32Array(n);
+      return indices.subarray(0, n);
+    },
+  };
+})();
 
 function bitWidth(max: number): number {
   return 32 - Math.clz32(max);

@@ -13,6 +13,7 @@ const INPUT_MARGIN = 15;
 
 /** Positions within the current block, by hash of the 4 bytes there; reused by every call. */
 const table = new Int32Array(1 << HASH_BITS);
+let scratch = new Uint8Array(0);
 
 /**
  * Compresses `input` to the snappy format (raw, no framing), as Parquet's SNAPPY codec stores pages.
@@ -22,7 +23,10 @@ const table = new Int32Array(1 << HASH_BITS);
  */
 export function snappyCompress(input: Uint8Array): Uint8Array {
   const length = input.length;
-  const out = new Uint8Array(32 + length + Math.ceil(length / 6));
+  const bound = 32 + length + Math.ceil(length / 6);
+  // The worst case is compressed into a buffer kept between calls; only the result's bytes are copied out.
+  if (scratch.length < bound) scratch = new Uint8Array(bound);
+  const out = scratch;
   let op = 0;
   // The uncompressed length, as a varint.
   let v = length;
