@@ -86,6 +86,9 @@ export class ParquetObjectReader implements ParquetFile {
     const maxFooter = options.maxFooterBytes ?? 16 * 1024 * 1024;
     if (options.size < 12)
       throw new UnsupportedInputError(`${ref.key} is not a Parquet file: ${options.size} bytes`);
+    // One read of the tail, which holds the footer of most files: the footer's own read is served from it.
+    const tailStart = Math.max(0, options.size - TAIL_BYTES);
+    await file.keepTail(tailStart);
     const tail = new Uint8Array(await file.slice(options.size - 8, options.size));
     const view = new DataView(tail.buffer, tail.byteOffset, 8);
     if (view.getUint32(4, true) !== 0x31524150) {
@@ -102,6 +105,8 @@ export class ParquetObjectReader implements ParquetFile {
       metadata = await parquetMetadataAsync(file, {
         initialFetchSize: Math.min(options.size, footerBytes + 8),
       });
+      // Row groups are read with ranged reads of their own, never from the tail (a small file's tail is all of it).
+      file.dropTail();
     } catch (error) {
       if (file.failure !== undefined) throw file.failure;
       throw new UnsupportedInputError(`${ref.key}: the Parquet footer cannot be read: ${messageOf(error)}`, {
@@ -306,6 +311,9 @@ function chunkStart(meta: ColumnMetaData): number {
   return Number(meta.dictionary_page_offset || meta.data_page_offset);
 }
 
+/** Bytes read from the end of a file at open: the footer and the trailer of most files fit. */
+const TAIL_BYTES = 64 * 1024;
+
 /** Physical types whose values an id column of the output can hold. */
 const ID_TYPES: Readonly<Record<string, IdColumnType>> = {
   BYTE_ARRAY: 'STRING',
@@ -324,6 +332,7 @@ class CountingBuffer implements AsyncBuffer {
   readonly #store: BatchObjectStore;
   readonly #ref: ObjectRef;
   readonly #options: ParquetReaderOptions;
+  #tail: { readonly start: number; readonly bytes: Uint8Array } | undefined;
 
   constructor(store: BatchObjectStore, ref: ObjectRef, options: ParquetReaderOptions) {
     this.#store = store;
@@ -332,7 +341,22 @@ class CountingBuffer implements AsyncBuffer {
     this.byteLength = options.size;
   }
 
+  /** Forgets the tail read by {@link keepTail}. */
+  dropTail(): void {
+    this.#tail = undefined;
+  }
+
+  /** Reads bytes [start, end of file) once; later slices within them are served from memory. */
+  async keepTail(start: number): Promise<void> {
+    this.#tail = { start, bytes: new Uint8Array(await this.slice(start, this.byteLength)) };
+  }
+
   async slice(start: number, end?: number): Promise<ArrayBuffer> {
+    const tail = this.#tail;
+    const stop = Math.min(end ?? this.byteLength, this.byteLength);
+    if (tail !== undefined && start >= tail.start && stop <= this.byteLength && start <= stop) {
+      return tail.bytes.slice(start - tail.start, stop - tail.start).buffer;
+    }
     try {
       return await this.#read(start, end);
     } catch (error) {
