@@ -297,6 +297,8 @@ export interface BatchLimits {
   readonly maxBatchBytes: number;
   /** The most elements one input of one row may hold (`ONNX_SERVE_MAX_TENSOR_ELEMENTS`). */
   readonly maxTensorElements: number;
+  /** Where a batch's tensor data comes from (a pool of reused buffers); default fresh zeroed arrays. */
+  readonly allocate?: (datatype: Datatype, length: number) => TensorData;
 }
 
 interface OpenBatch {
@@ -428,7 +430,10 @@ function openBatch(plan: ColumnPlan, shapes: readonly number[][], limits: BatchL
   return {
     shapes: shapes.map((s) => [...s]),
     sizes,
-    data: plan.inputs.map((input, i) => allocateData(input.spec.datatype, capacity * (sizes[i] as number))),
+    // Every slot a kept row fills is written whole, so a reused buffer needs no clearing.
+    data: plan.inputs.map((input, i) =>
+      (limits.allocate ?? allocateData)(input.spec.datatype, capacity * (sizes[i] as number)),
+    ),
     rows: [],
     ids: [],
     capacity,

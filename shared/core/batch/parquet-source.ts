@@ -6,7 +6,7 @@
  * lines, on request) in row order, failed rows go to the error lines with their row index.
  */
 import type { InferInput, InferOutput } from '../protocol/infer-types';
-import type { TensorData } from '../tensor';
+import { allocateData, type Datatype, type TensorData } from '../tensor';
 import type { JobSpec, ParquetJob } from './job-state';
 import { splitOutputs } from './micro-batch';
 import { resultLine } from './output-lines';
@@ -47,12 +47,16 @@ interface Failed {
 }
 
 const utf8 = new TextEncoder();
+/** Micro-batches mapped at a time within a row group. */
+const SLICE_BATCHES = 8;
 
 export class ParquetSource implements RecordSource {
   readonly #options: ParquetSourceOptions;
   #group: number;
   /** The next row group's read, started while this one is scored (the store works while the model runs). */
   #ahead: { readonly index: number; readonly chunk: Promise<ColumnChunk> } | undefined;
+  /** Free batch tensor buffers by datatype and length. */
+  readonly #pool = new Map<string, TensorData[]>();
 
   constructor(options: ParquetSourceOptions) {
     this.#options = options;
@@ -115,6 +119,27 @@ export class ParquetSource implements RecordSource {
     };
   }
 
+  /** Batch tensor data from the pool, or fresh. */
+  readonly #allocate = (datatype: Datatype, length: number): TensorData => {
+    const free = datatype === 'BYTES' ? undefined : this.#pool.get(`${datatype}:${length}`)?.pop();
+    return free ?? allocateData(datatype, length);
+  };
+
+  /**
+   * A scored batch's tensor data back to the pool. A buffer the engine took (a worker engine transfers it,
+   * leaving it empty) is not kept.
+   */
+  #release(batch: MappedBatch): void {
+    for (const input of batch.inputs) {
+      const data = input.data;
+      if (input.datatype === 'BYTES' || !ArrayBuffer.isView(data) || data.length === 0) continue;
+      const key = `${input.datatype}:${data.length}`;
+      const free = this.#pool.get(key) ?? [];
+      if (free.length < SLICE_BATCHES) free.push(data);
+      this.#pool.set(key, free);
+    }
+  }
+
   async close(): Promise<void> {
     // A read ahead that no part will use: its failure is nobody's.
     this.#ahead?.chunk.catch(() => undefined);
@@ -149,14 +174,24 @@ export class ParquetSource implements RecordSource {
     if (rows === 0) return;
     const { job, plan } = this.#options;
     const chunk = await this.#read(index);
-    const mapped = mapRows(plan, chunk, firstRow, firstRow + rows, {
+    const limits = {
       maxBatchRecords: job.model.maxBatchSize,
       maxBatchBytes: job.settings.maxBatchBytes,
       maxTensorElements: this.#options.maxTensorElements,
-    });
-    for (const f of mapped.failures) failed.push(f);
+      allocate: this.#allocate,
+    };
     const here: Scored[] = [];
-    for (const batch of mapped.batches) await this.#scoreBatch(batch, here, failed);
+    // A slice of the row group at a time (fixed boundaries, so a resumed run builds the same batches): its
+    // batches' tensors go back to the pool once scored and fill the next slice's.
+    const sliceRows = SLICE_BATCHES * Math.max(1, job.model.maxBatchSize);
+    for (let from = firstRow; from < firstRow + rows; from += sliceRows) {
+      const mapped = mapRows(plan, chunk, from, Math.min(firstRow + rows, from + sliceRows), limits);
+      for (const f of mapped.failures) failed.push(f);
+      for (const batch of mapped.batches) {
+        await this.#scoreBatch(batch, here, failed);
+        this.#release(batch);
+      }
+    }
     if (inOrder(here)) {
       for (const s of here) scored.push(s);
       return;

@@ -297,6 +297,24 @@ describe('mapRows', () => {
     expect(mapped.batches[0]?.ids).toEqual([0, -1, 2147483647, -2147483648, 2147483648n, -(2n ** 63n)]);
   });
 
+  it('fills batches from reused buffers holding old values the same as from fresh ones', () => {
+    const rows = [[1, 2, 3], [4, null, 6], [7, 8, 9], null, [10, 11, 12]];
+    const plan = planParquetColumns(
+      signature(x3),
+      true,
+      [{ name: 'x', list: true }],
+      DEFAULT_PARQUET_MAPPING,
+    );
+    const limits = { ...LIMITS, maxBatchRecords: 2 };
+    const fresh = mapRows(plan, chunk({ x: rows }), 0, 5, limits);
+    const dirty = mapRows(plan, chunk({ x: rows }), 0, 5, {
+      ...limits,
+      allocate: (_datatype, length) => new Float32Array(length).fill(99),
+    });
+    expect(dirty).toEqual(fresh);
+    expect(fresh.batches.map((b) => b.rows)).toEqual([[0, 2], [4]]);
+  });
+
   it('fails a null id per row', () => {
     const plan = planParquetColumns(
       signature(x3),

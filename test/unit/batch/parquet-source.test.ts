@@ -98,6 +98,61 @@ describe('ParquetSource', () => {
     );
   });
 
+  it('scores a row group a slice of batches at a time, the next slice filling the same tensor buffers', async () => {
+    // One row group of 40 rows, batches of 2 rows: 20 batches, so three slices of 8, 8 and 4 batches.
+    const rows = 40;
+    const file: ParquetFile = {
+      info: {
+        rows,
+        columns: [{ name: 'x', list: true }],
+        rowGroups: [{ index: 0, firstRow: 0, rows, bytes: 100 }],
+      },
+      readRowGroup: async () => ({
+        firstRow: 0,
+        rows,
+        column: () => Array.from({ length: rows }, (_, r) => [r, r]),
+      }),
+    };
+    const buffers: unknown[] = [];
+    const sums: number[] = [];
+    const scorer: Scorer = {
+      inferWith: async (_name, _version, build) => {
+        const [x] = build(SIGNATURE);
+        const data = x?.data as Float32Array;
+        buffers.push(data);
+        const n = data.length / 2;
+        const y = Float32Array.from(
+          { length: n },
+          (_, k) => (data[2 * k] as number) + (data[2 * k + 1] as number),
+        );
+        sums.push(...y);
+        return { version: '1', outputs: [{ name: 'y', datatype: 'FP32', shape: [n, 1], data: y }] };
+      },
+    };
+    const job = {
+      ...JOB,
+      model: { ...JOB.model, maxBatchSize: 2 },
+      settings: { ...JOB.settings, partRecords: rows },
+    };
+    const parts = new ParquetSource({
+      job: job as typeof JOB,
+      file,
+      plan: planParquetColumns(SIGNATURE, true, file.info.columns, DEFAULT_PARQUET_MAPPING),
+      codec: {} as ParquetCodec,
+      from: 0,
+      end: 1,
+      scorer,
+      maxTensorElements: 1000,
+    });
+    const part = await parts.next();
+    expect(part.scored).toBe(rows);
+    expect(sums).toEqual(Array.from({ length: rows }, (_, r) => 2 * r));
+    expect(buffers).toHaveLength(20);
+    // The second slice's batches reuse the first slice's buffers.
+    expect(new Set(buffers).size).toBeLessThan(buffers.length);
+    expect(buffers[8]).toBe(buffers[7]);
+  });
+
   it('fails the part whose read failed, and drops a failed read ahead that no part needs', async () => {
     const reads: number[] = [];
     const parts = source(fakeFile(reads, [1, 2]), summing([], reads));
