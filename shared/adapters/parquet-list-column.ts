@@ -43,6 +43,11 @@ export function decodeListColumn(
   schemaPath: SchemaTree[],
   compressors: Compressors,
   rows: number,
+  /**
+   * In: an array of an earlier chunk that is no longer read, decoded into when it is of the kind and fits.
+   * Out: the array this chunk's values were decoded into (to hand back in for a later chunk), if any.
+   */
+  spare?: { value: Float32Array | Float64Array | undefined },
 ): ListValues {
   const column = schemaPath[1] as SchemaTree;
   const leaf = schemaPath[3] as SchemaTree;
@@ -62,12 +67,16 @@ export function decodeListColumn(
   // level count), which is then the joined values.
   // The footer's count is trusted up to a bound: a lying one must not allocate gigabytes up front.
   const levelCount = Number(meta.num_values);
-  const joined =
+  const kind = leaf.element.type === 'FLOAT' ? Float32Array : Float64Array;
+  const given = spare?.value;
+  const whole =
     isPlainFloat(leaf) && Number.isSafeInteger(levelCount) && levelCount >= 0 && levelCount <= MAX_JOINED
-      ? leaf.element.type === 'FLOAT'
-        ? new Float32Array(levelCount)
-        : new Float64Array(levelCount)
+      ? given instanceof kind && given.length >= levelCount
+        ? given
+        : new kind(levelCount)
       : undefined;
+  if (spare !== undefined) spare.value = whole;
+  const joined = whole?.subarray(0, levelCount);
   let filled = 0;
   const into = (count: number) => {
     if (joined === undefined || filled + count > joined.length) return undefined;

@@ -20,7 +20,13 @@ import {
 import { compressors } from 'hyparquet-compressors';
 import { UnsupportedInputError } from '../core/batch/errors';
 import { type ColumnChunk, type FileColumn, type ListValues, listRow } from '../core/batch/parquet-mapping';
-import type { IdColumnType, ParquetFile, ParquetFileInfo, RowGroupInfo } from '../core/batch/parquet-port';
+import type {
+  IdColumnType,
+  ParquetFile,
+  ParquetFileInfo,
+  ReadOptions,
+  RowGroupInfo,
+} from '../core/batch/parquet-port';
 import type { BatchObjectStore, ObjectRef } from '../core/batch/ports';
 import { decodeFlatColumn } from './parquet-flat-column';
 import { decodeListColumn, isSimpleList } from './parquet-list-column';
@@ -54,6 +60,8 @@ export class ParquetObjectReader implements ParquetFile {
   readonly #root: SchemaTree;
   /** Top-level columns that are neither lists nor structs, by name. */
   readonly #flat = new Map<string, SchemaTree>();
+  /** Value arrays of list columns kept for reuse, by row-group parity and column (ReadOptions). */
+  readonly #spares = new Map<string, Float32Array | Float64Array>();
   /** Three-level LIST columns of a primitive element, by name: their schema path to the leaf. */
   readonly #lists = new Map<string, SchemaTree[]>();
 
@@ -134,7 +142,11 @@ export class ParquetObjectReader implements ParquetFile {
    *
    * @throws UnsupportedInputError when a page cannot be decoded (corrupt data, an unsupported encoding)
    */
-  async readRowGroup(index: number, columns: readonly string[]): Promise<ColumnChunk> {
+  async readRowGroup(
+    index: number,
+    columns: readonly string[],
+    options: ReadOptions = {},
+  ): Promise<ColumnChunk> {
     const group = this.info.rowGroups[index];
     if (group === undefined) throw new RangeError(`row group ${index} of ${this.info.rowGroups.length}`);
     const values = new Map<string, ArrayLike<unknown>>();
@@ -142,7 +154,7 @@ export class ParquetObjectReader implements ParquetFile {
     const direct = columns.filter((c) => this.#flat.has(c) || this.#lists.has(c));
     const nested = columns.filter((c) => !this.#flat.has(c) && !this.#lists.has(c));
     try {
-      if (direct.length > 0) await this.#readDirect(index, direct, values, lists);
+      if (direct.length > 0) await this.#readDirect(index, direct, values, lists, options.reuse === true);
       if (nested.length > 0) await this.#readNested(group, nested, values);
     } catch (error) {
       // The store's errors (a replaced object, throttling) are not the file's fault: they pass as they are.
@@ -179,6 +191,7 @@ export class ParquetObjectReader implements ParquetFile {
     columns: readonly string[],
     into: Map<string, ArrayLike<unknown>>,
     lists: Map<string, ListValues>,
+    reuse: boolean,
   ): Promise<void> {
     const group = this.#metadata.row_groups[index];
     const rows = Number(group?.num_rows ?? 0);
@@ -200,7 +213,12 @@ export class ParquetObjectReader implements ParquetFile {
       const chunkBytes = bytes.subarray(start - low, end - low);
       const listPath = this.#lists.get(name);
       if (listPath !== undefined) {
-        lists.set(name, decodeListColumn(chunkBytes, meta, listPath, compressors, rows));
+        // Row groups alternate between two sets of value arrays when the caller allows it (ReadOptions).
+        const key = `${index % 2}:${name}`;
+        const spare = reuse ? { value: this.#spares.get(key) } : undefined;
+        const list = decodeListColumn(chunkBytes, meta, listPath, compressors, rows, spare);
+        if (spare?.value !== undefined) this.#spares.set(key, spare.value);
+        lists.set(name, list);
         continue;
       }
       const node = this.#flat.get(name) as SchemaTree;

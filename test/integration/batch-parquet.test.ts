@@ -297,6 +297,36 @@ describe('Parquet batch scoring with DuckDB files', () => {
     );
   });
 
+  it('reuses the value array of a list column two row groups later when the reader is allowed to', async () => {
+    const { key, size } = await duckParquet(
+      'reuse.parquet',
+      `SELECT i AS id, [i, i + 0.5, i + 0.25]::FLOAT[] AS x FROM range(6500) t(i) ORDER BY i`,
+      'COMPRESSION snappy, ROW_GROUP_SIZE 2048',
+    );
+    const reader = await ParquetObjectReader.open(io, { bucket: BUCKET, key }, { size });
+    expect(reader.info.rowGroups.length).toBeGreaterThanOrEqual(3);
+    const buffers: ArrayBufferLike[] = [];
+    for (const group of reader.info.rowGroups) {
+      const chunk = await reader.readRowGroup(group.index, ['x'], { reuse: true });
+      const values = chunk.list?.('x')?.values as Float32Array;
+      buffers.push(values.buffer);
+      // Every row is right, whatever buffer it was decoded into.
+      const rows = Array.from(chunk.column('x'));
+      expect(rows).toEqual(
+        Array.from({ length: group.rows }, (_, k) => {
+          const i = group.firstRow + k;
+          return [i, i + 0.5, i + 0.25].map(Math.fround);
+        }),
+      );
+    }
+    expect(buffers[2]).toBe(buffers[0]);
+    expect(buffers[1]).not.toBe(buffers[0]);
+    // Without it, every row group gets arrays of its own.
+    const a = (await reader.readRowGroup(0, ['x'])).list?.('x')?.values as Float32Array;
+    const c = (await reader.readRowGroup(2, ['x'])).list?.('x')?.values as Float32Array;
+    expect(c.buffer).not.toBe(a.buffer);
+  });
+
   it('writes outputs straight from the tensors, every datatype, over pages and row groups, as DuckDB and hyparquet read them', async () => {
     const specs = [
       { name: 'y', datatype: 'FP32', shape: [-1, 5] },

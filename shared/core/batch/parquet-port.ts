@@ -35,7 +35,17 @@ export interface ParquetFile {
    *
    * @throws UnsupportedInputError when a page cannot be decoded (the input's fault); store errors as they are
    */
-  readRowGroup(index: number, columns: readonly string[]): Promise<ColumnChunk>;
+  readRowGroup(index: number, columns: readonly string[], options?: ReadOptions): Promise<ColumnChunk>;
+}
+
+/** How a row group is read. */
+export interface ReadOptions {
+  /**
+   * The decoded values may reuse the memory of the row group read two reads before with `reuse` (row groups
+   * alternate between two sets of buffers): for a caller that is done with a row group before it reads the
+   * one after the next, as a shard's source is.
+   */
+  readonly reuse?: boolean;
 }
 
 /** Which version of the object to open. */

@@ -47,6 +47,7 @@ interface Failed {
 }
 
 const utf8 = new TextEncoder();
+const REUSE = Object.freeze({ reuse: true });
 /** Micro-batches mapped at a time within a row group. */
 const SLICE_BATCHES = 8;
 
@@ -151,11 +152,12 @@ export class ParquetSource implements RecordSource {
     const { file, plan, end } = this.#options;
     const ahead = this.#ahead;
     this.#ahead = undefined;
-    const chunk = ahead?.index === index ? ahead.chunk : file.readRowGroup(index, plan.columns);
+    // A group is scored before the group after the next is read: its buffers may be reused (ReadOptions).
+    const chunk = ahead?.index === index ? ahead.chunk : file.readRowGroup(index, plan.columns, REUSE);
     if (ahead !== undefined && ahead.index !== index) ahead.chunk.catch(() => undefined);
     const next = index + 1;
     if (next < end) {
-      const read = file.readRowGroup(next, plan.columns);
+      const read = file.readRowGroup(next, plan.columns, REUSE);
       // Awaited when the next group is scored; until then a failure must not go unhandled.
       read.catch(() => undefined);
       this.#ahead = { index: next, chunk: read };
