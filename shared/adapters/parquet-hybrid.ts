@@ -77,3 +77,101 @@ export function readHybrid(
   }
   return pos;
 }
+
+/**
+ * Whether `bytes[start, end)` hold `count` values all equal to `value` as RLE runs (definition levels of a
+ * page without nulls, as writers encode them): the caller then needs no array of them.
+ */
+export function allRunsOf(
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  bitWidth: number,
+  count: number,
+  value: number,
+): boolean {
+  const valueBytes = (bitWidth + 7) >> 3;
+  let pos = start;
+  let seen = 0;
+  while (seen < count) {
+    if (pos >= end) return false;
+    let header = 0;
+    let shift = 0;
+    let byte: number;
+    do {
+      if (pos >= end) return false;
+      byte = bytes[pos++] as number;
+      header += (byte & 0x7f) * 2 ** shift;
+      shift += 7;
+    } while (byte & 0x80);
+    if (header % 2 === 1) return false;
+    let run = 0;
+    for (let b = 0; b < valueBytes; b++) run |= (bytes[pos++] as number) << (8 * b);
+    if (run !== value) return false;
+    seen += Math.floor(header / 2);
+  }
+  return true;
+}
+
+/**
+ * {@link readHybrid} for dictionary indices, each written as its dictionary entry: `out[i] =
+ * dictionary[index]`, with no array of indices in between.
+ *
+ * @throws Error when an index is past the dictionary (a corrupt page), or as {@link readHybrid}
+ */
+export function readHybridThrough(
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  bitWidth: number,
+  count: number,
+  dictionary: ArrayLike<unknown>,
+  out: { [index: number]: unknown },
+): void {
+  if (bitWidth > 24) throw new RangeError(`bit width ${bitWidth} over 24`);
+  const valueBytes = (bitWidth + 7) >> 3;
+  const mask = bitWidth === 0 ? 0 : (1 << bitWidth) - 1;
+  const size = dictionary.length;
+  let pos = start;
+  let i = 0;
+  while (i < count) {
+    if (pos >= end) throw new Error(`indices end after ${i} of ${count} values`);
+    let header = 0;
+    let shift = 0;
+    let byte: number;
+    do {
+      if (pos >= end) throw new Error('a run header runs past the indices');
+      byte = bytes[pos++] as number;
+      header += (byte & 0x7f) * 2 ** shift;
+      shift += 7;
+    } while (byte & 0x80);
+    if (header % 2 === 1) {
+      const values = Math.floor(header / 2) * 8;
+      const stop = pos + (values * bitWidth) / 8;
+      if (stop > end) throw new Error('a bit-packed run runs past the indices');
+      const take = Math.min(values, count - i);
+      let buffer = 0;
+      let bits = 0;
+      for (let k = 0; k < take; k++) {
+        while (bits < bitWidth) {
+          buffer |= (bytes[pos++] as number) << bits;
+          bits += 8;
+        }
+        const index = buffer & mask;
+        if (index >= size) throw new Error(`dictionary index ${index} of ${size}`);
+        out[i++] = dictionary[index];
+        buffer >>>= bitWidth;
+        bits -= bitWidth;
+      }
+      pos = stop;
+    } else {
+      const run = Math.floor(header / 2);
+      let index = 0;
+      for (let b = 0; b < valueBytes; b++) index |= (bytes[pos++] as number) << (8 * b);
+      if (index >= size) throw new Error(`dictionary index ${index} of ${size}`);
+      const entry = dictionary[index];
+      const to = Math.min(count, i + run);
+      while (i < to) out[i++] = entry;
+    }
+  }
+}

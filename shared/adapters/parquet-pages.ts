@@ -9,7 +9,7 @@ import { convert, convertWithDictionary, DEFAULT_PARSERS } from 'hyparquet/src/c
 import { decompressPage, readDataPage, readDataPageV2 } from 'hyparquet/src/datapage.js';
 import { readPlain } from 'hyparquet/src/plain.js';
 import { getMaxDefinitionLevel, getMaxRepetitionLevel } from 'hyparquet/src/schema.js';
-import { readHybrid } from './parquet-hybrid';
+import { allRunsOf, readHybrid, readHybridThrough } from './parquet-hybrid';
 
 /**
  * One data page: its levels (empty when the page has none, or no nulls) and its present values. The level
@@ -159,7 +159,8 @@ function fastPage(
     }
     if (max.def > 0) {
       const length = view.getUint32(pos, true);
-      readHybrid(page, pos + 4, pos + 4 + length, bitWidth(max.def), levels, defs);
+      if (allRunsOf(page, pos + 4, pos + 4 + length, bitWidth(max.def), levels, max.def)) defs = EMPTY;
+      else readHybrid(page, pos + 4, pos + 4 + length, bitWidth(max.def), levels, defs);
       pos += 4 + length;
     }
   } else if (v2 !== undefined) {
@@ -167,7 +168,11 @@ function fastPage(
     const repBytes = v2.repetition_levels_byte_length;
     const defBytes = v2.definition_levels_byte_length;
     if (max.rep > 0) readHybrid(compressed, 0, repBytes, bitWidth(max.rep), levels, reps);
-    if (max.def > 0) readHybrid(compressed, repBytes, repBytes + defBytes, bitWidth(max.def), levels, defs);
+    if (max.def > 0) {
+      const width = bitWidth(max.def);
+      if (allRunsOf(compressed, repBytes, repBytes + defBytes, width, levels, max.def)) defs = EMPTY;
+      else readHybrid(compressed, repBytes, repBytes + defBytes, width, levels, defs);
+    }
     const values = compressed.subarray(repBytes + defBytes);
     page =
       v2.is_compressed === false
@@ -182,7 +187,8 @@ function fastPage(
     return undefined;
   }
   let present = levels;
-  if (max.def > 0) {
+  // Definition levels all at the maximum were recognised from their runs (EMPTY): every level is a value.
+  if (max.def > 0 && defs !== EMPTY) {
     present = 0;
     for (let k = 0; k < levels; k++) if (defs[k] === max.def) present += 1;
     // As hyparquet: no definition levels when every one is at the maximum.
@@ -200,8 +206,6 @@ function fastPage(
   } else {
     const width = page[pos] as number;
     if (width > 24) return undefined;
-    const indices = scratch.indices(present);
-    if (present > 0) readHybrid(page, pos + 1, page.byteLength, width, present, indices);
     const dict = dictionary as DecodedArray;
     const target = ArrayBuffer.isView(dict) ? into?.(present) : undefined;
     const out = (
@@ -211,11 +215,7 @@ function fastPage(
           ? new (dict.constructor as new (n: number) => DecodedArray)(present)
           : new Array(present)
     ) as { [k: number]: unknown };
-    for (let k = 0; k < present; k++) {
-      const index = indices[k] as number;
-      if (index >= dict.length) throw new Error(`dictionary index ${index} of ${dict.length}`);
-      out[k] = dict[index];
-    }
+    if (present > 0) readHybridThrough(page, pos + 1, page.byteLength, width, present, dict, out);
     values = out as DecodedArray;
   }
   return { levels, defs, reps, values };
@@ -224,13 +224,12 @@ function fastPage(
 const EMPTY = new Uint8Array(0);
 
 /**
- * Buffers for a page's levels and dictionary indices, reused page after page (they are read before the next
+ * Buffers for a page's levels, reused page after page (they are read before the next
  * page is decoded): a row group of a wide list column otherwise leaves tens of MB of them to the collector.
  */
 const scratch = (() => {
   let reps = new Uint8Array(0);
   let defs = new Uint8Array(0);
-  let indices = new Int32Array(0);
   return {
     reps(n: number): Uint8Array {
       if (reps.length < n) reps = new Uint8Array(n);
@@ -239,10 +238,6 @@ const scratch = (() => {
     defs(n: number): Uint8Array {
       if (defs.length < n) defs = new Uint8Array(n);
       return defs.subarray(0, n);
-    },
-    indices(n: number): Int32Array {
-      if (indices.length < n) indices = new Int32Array(n);
-      return indices.subarray(0, n);
     },
   };
 })();

@@ -1,4 +1,4 @@
-import { readHybrid } from '../../../shared/adapters/parquet-hybrid';
+import { allRunsOf, readHybrid, readHybridThrough } from '../../../shared/adapters/parquet-hybrid';
 
 describe('readHybrid', () => {
   it('reads the specification example: 0..7 bit-packed at 3 bits', () => {
@@ -44,5 +44,34 @@ describe('readHybrid', () => {
   it('refuses runs that end before the count or run past the bytes', () => {
     expect(() => readHybrid(Uint8Array.of(0x04, 0x01), 0, 2, 1, 3, new Uint8Array(3))).toThrow(/end after 2/);
     expect(() => readHybrid(Uint8Array.of(0x05, 0xff), 0, 2, 1, 16, new Uint8Array(16))).toThrow(/runs past/);
+  });
+});
+
+describe('allRunsOf', () => {
+  it('recognises levels that are RLE runs of one value, and nothing else', () => {
+    // 300 threes in one run (header 600: 0xd8 0x04), or in two runs of 200 and 100.
+    expect(allRunsOf(Uint8Array.of(0xd8, 0x04, 3), 0, 3, 2, 300, 3)).toBe(true);
+    expect(allRunsOf(Uint8Array.of(0x90, 0x03, 3, 0xc8, 0x01, 3), 0, 6, 2, 300, 3)).toBe(true);
+    // A run of another value, a bit-packed run, or too few values.
+    expect(allRunsOf(Uint8Array.of(0x90, 0x03, 3, 0xc8, 0x01, 2), 0, 6, 2, 300, 3)).toBe(false);
+    expect(allRunsOf(Uint8Array.of(0x03, 0xff, 0xff), 0, 3, 2, 8, 3)).toBe(false);
+    expect(allRunsOf(Uint8Array.of(0x90, 0x03, 3), 0, 3, 2, 300, 3)).toBe(false);
+  });
+});
+
+describe('readHybridThrough', () => {
+  it('writes each index as its dictionary entry, from bit-packed and RLE runs', () => {
+    const dictionary = Float32Array.of(0.5, -1, 2.25, 8);
+    // Bit-packed at 2 bits: 3,0,1,2,2,2,0,3; then an RLE run of three 1s.
+    const bytes = Uint8Array.of(0x03, 0b10_01_00_11, 0b11_00_10_10, 0x06, 0x01);
+    const out = new Float32Array(11);
+    readHybridThrough(bytes, 0, bytes.length, 2, 11, dictionary, out);
+    expect(Array.from(out)).toEqual([8, 0.5, -1, 2.25, 2.25, 2.25, 0.5, 8, -1, -1, -1]);
+  });
+
+  it('refuses an index past the dictionary', () => {
+    expect(() => readHybridThrough(Uint8Array.of(0x04, 0x05), 0, 2, 3, 2, ['a', 'b'], new Array(2))).toThrow(
+      'dictionary index 5 of 2',
+    );
   });
 });
