@@ -8,10 +8,12 @@
  *
  * Schema: the id column (`id`: the input's id column's type, or INT64 row indices), then one column per
  * model output, named like it: a scalar column for an output of one element per example, otherwise a LIST
- * of the example's values in row-major order. Snappy compression, no statistics, no page indexes (their
- * offsets would point into other parts). Encoding is `hyparquet-writer` (pure JavaScript, MIT).
+ * of the example's values in row-major order. Snappy (default), zstd or no compression, no statistics, no
+ * page indexes (their offsets would point into other parts). Encoding is `hyparquet-writer` (pure
+ * JavaScript, MIT). Row groups: at most {@link ParquetWriteOptions.rowGroupRows} rows and about
+ * {@link ROW_GROUP_TARGET_BYTES}, of even size within a part (a row group never spans two parts).
  */
-import type { ColumnChunk, RowGroup, SchemaElement } from 'hyparquet';
+import type { ColumnChunk, CompressionCodec, RowGroup, SchemaElement } from 'hyparquet';
 import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
 import type {
   EncodedPart,
@@ -25,6 +27,7 @@ import { fromHalfArray } from '../core/fp16';
 import type { InferOutput } from '../core/protocol/infer-types';
 import type { Datatype, TensorData } from '../core/tensor';
 import { writeColumnsDirect } from './parquet-direct-columns';
+import type { PageCompressor } from './zstd-compressor';
 
 export {
   type EncodedPart,
@@ -37,7 +40,28 @@ export {
 } from '../core/batch/parquet-port';
 
 /**
- * Encodes scored rows, in order, as row groups of at most `rowGroupRows` rows (a part's bytes).
+/** How parts are written: codec and row-group size. */
+export interface ParquetWriteOptions {
+  /** Rows in one row group at most. */
+  readonly rowGroupRows: number;
+  /** The column chunks' codec. */
+  readonly codec: Extract<CompressionCodec, 'SNAPPY' | 'ZSTD' | 'UNCOMPRESSED'>;
+  /** The ZSTD compressor; `hyparquet-writer` compresses snappy itself. */
+  readonly zstd?: PageCompressor;
+}
+
+/**
+ * A row group's values at most, about (uncompressed, as estimated from the outputs' widths): parquet-mr's
+ * and Spark's block size. Wide outputs get fewer rows a group, so a reader that holds a row group (pyarrow,
+ * Spark, this job's own reader) holds at most about this much.
+ */
+export const ROW_GROUP_TARGET_BYTES = 128 * 1024 * 1024;
+
+const DEFAULT_WRITE: ParquetWriteOptions = { rowGroupRows: 122_880, codec: 'SNAPPY' };
+
+/**
+ * Encodes scored rows, in order, as row groups (a part's bytes): as few as {@link ParquetWriteOptions}
+ * allow, of even size.
  *
  * @example
  * const part = encodeRowGroups(schema, [{ ids: ['a', 'b'], outputs: [{ name: 'y', datatype: 'FP32', shape: [2, 1], data }] }]);
@@ -45,13 +69,20 @@ export {
 export function encodeRowGroups(
   schema: ParquetOutputSchema,
   batches: readonly ScoredBatch[],
-  rowGroupRows = 122_880,
+  options: ParquetWriteOptions = DEFAULT_WRITE,
 ): EncodedPart {
   const rows = batches.reduce((n, b) => n + b.ids.length, 0);
   const writer = new ByteWriter();
-  const parquet = new ParquetWriter({ writer, schema: schemaElements(schema), statistics: false });
+  const parquet = new ParquetWriter({
+    writer,
+    schema: schemaElements(schema),
+    statistics: false,
+    codec: options.codec,
+    ...(options.zstd === undefined ? {} : { compressors: { ZSTD: options.zstd } }),
+  });
+  const rowGroupSize = rowGroupSizeFor(rows, options.rowGroupRows, rowBytes(schema, batches));
   // Straight from the output tensors (issue #12); hyparquet-writer's own path when list widths vary.
-  if (rows > 0 && !writeColumnsDirect(parquet, parquet.schema, schema, batches, rows, rowGroupRows)) {
+  if (rows > 0 && !writeColumnsDirect(parquet, parquet.schema, schema, batches, rows, rowGroupSize)) {
     const columnData = [
       // PLAIN: a dictionary is tried, at a cost, and rarely pays for unique ids and model outputs.
       {
@@ -68,7 +99,7 @@ export function encodeRowGroups(
       })),
     ];
     // The writer checks no sizes: the data was built from the schema above.
-    void parquet.write({ columnData: columnData as never, rowGroupSize: rowGroupRows });
+    void parquet.write({ columnData: columnData as never, rowGroupSize });
   }
   const all = new Uint8Array(writer.getBuffer());
   const groups = parquet.row_groups.map((g) => moveRowGroup(g, -4));
@@ -98,6 +129,48 @@ export function parquetFileEnds(
   const all = new Uint8Array(writer.getBuffer());
   return { head: all.slice(0, 4), footer: all.slice(4) };
 }
+
+/**
+ * Rows per row group for a part of `rows` rows: within `maxRows` and {@link ROW_GROUP_TARGET_BYTES}, as
+ * few groups as that allows, of even size (130,000 rows under a 122,880 cap: two of 65,000, not one of
+ * 122,880 and one of 7,120).
+ */
+export function rowGroupSizeFor(rows: number, maxRows: number, bytesPerRow: number): number {
+  const cap = Math.max(1, Math.min(maxRows, Math.floor(ROW_GROUP_TARGET_BYTES / Math.max(1, bytesPerRow))));
+  const groups = Math.max(1, Math.ceil(rows / cap));
+  return Math.ceil(rows / groups);
+}
+
+/** Bytes of one row as written, about: the id and every output's values at the leaf type's size. */
+function rowBytes(schema: ParquetOutputSchema, batches: readonly ScoredBatch[]): number {
+  const first = batches.find((b) => b.ids.length > 0);
+  if (first === undefined) return 1;
+  const n = first.ids.length;
+  const id = first.ids[0];
+  let bytes = typeof id === 'string' ? 4 + id.length : 8;
+  for (const column of schema.outputs) {
+    const width = outputOf(first, column.name).data.length / n;
+    bytes += width * LEAF_BYTES[column.datatype] + (column.scalar ? 0 : 4);
+  }
+  return bytes;
+}
+
+/** Bytes a value of each datatype takes in its leaf type (BYTES: a guess, strings vary). */
+const LEAF_BYTES: Readonly<Record<Datatype, number>> = {
+  FP16: 4,
+  FP32: 4,
+  FP64: 8,
+  INT8: 4,
+  INT16: 4,
+  INT32: 4,
+  UINT8: 4,
+  UINT16: 4,
+  UINT32: 8,
+  INT64: 8,
+  UINT64: 8,
+  BOOL: 1,
+  BYTES: 16,
+};
 
 function schemaElements(schema: ParquetOutputSchema): SchemaElement[] {
   const elements: SchemaElement[] = [

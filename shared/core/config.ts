@@ -79,6 +79,11 @@ export interface InstanceFacts {
   readonly memoryBytes: number;
   readonly availableParallelism: number;
   readonly tmpDir: string;
+  /**
+   * Whether the runtime can compress zstd (Node's zlib from 22.15), which
+   * `ONNX_SERVE_BATCH_PARQUET_COMPRESSION=zstd` needs; absent: it cannot.
+   */
+  readonly zstdCompression?: boolean;
 }
 
 const MB = 1024 * 1024;
@@ -165,7 +170,7 @@ export function parseConfig(env: Env, facts: InstanceFacts): ServingConfig {
     engineThread: engineThread === 'main' ? 'main' : 'worker',
     preload,
     logLevel,
-    batch: parseBatchConfig(read, ENV_PREFIX),
+    batch: parseBatchConfig(read, ENV_PREFIX, { zstdCompression: facts.zstdCompression === true }),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(config);

@@ -58,7 +58,10 @@ export function createBatchRuntime(config: ServingConfig, parts: BatchRuntimePar
     registry: runtime.registry,
     service: runtime.service,
     continuation,
-    parquet: hyparquetCodec(objects),
+    parquet: hyparquetCodec(objects, {
+      compression: config.batch.parquetCompression,
+      rowGroupRows: config.batch.parquetRowGroupRows,
+    }),
     config: config.batch,
     limits: { maxTensorElements: config.limits.maxTensorElements, maxLineBytes: config.limits.maxBodyBytes },
     log,

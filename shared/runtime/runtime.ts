@@ -14,6 +14,7 @@ import { PrometheusTelemetry } from '../adapters/prometheus-telemetry';
 import { createS3Client } from '../adapters/s3-client';
 import { type DownloadRetry, S3ModelStore } from '../adapters/s3-model-store';
 import { WorkerOrtEngine } from '../adapters/worker-ort-engine';
+import { zstdCompressor } from '../adapters/zstd-compressor';
 import { type InstanceFacts, parseConfig, type ServingConfig } from '../core/config';
 import { DynamicBatcher } from '../core/dynamic-batcher';
 import { createHttpApp, type HttpApp } from '../core/http-app';
@@ -238,6 +239,7 @@ export function instanceFacts(): InstanceFacts {
     memoryBytes: constrained > 0 && constrained < total ? constrained : total,
     availableParallelism: availableParallelism(),
     tmpDir: tmpdir(),
+    zstdCompression: zstdCompressor() !== undefined,
   };
 }
 

@@ -12,6 +12,7 @@ import { onnx } from 'onnx-proto';
 import { createBatchHandler } from '../../functions/batch/handler';
 import { S3ModelStore } from '../../shared/adapters/s3-model-store';
 import { S3ObjectIo } from '../../shared/adapters/s3-object-io';
+import { zstdCompressor } from '../../shared/adapters/zstd-compressor';
 import type { BatchResult } from '../../shared/core/batch/batch-job';
 import type { Continuation, ContinuationPayload } from '../../shared/core/batch/ports';
 import { parseConfig } from '../../shared/core/config';
@@ -140,7 +141,12 @@ export async function batchHarness(
       ONNX_SERVE_BATCH_MODEL_RECHECK_MS: '1',
       ...env,
     },
-    { memoryBytes: 2 ** 30, availableParallelism: 1, tmpDir: work },
+    {
+      memoryBytes: 2 ** 30,
+      availableParallelism: 1,
+      tmpDir: work,
+      zstdCompression: zstdCompressor() !== undefined,
+    },
   );
   const queue: ContinuationPayload[] = [];
   const scheduled: ContinuationPayload[] = [];

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { type DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import { zstdCompressor } from '../../shared/adapters/zstd-compressor';
 import type { JobOutcome } from '../../shared/core/batch/batch-job';
 import type { Checkpoint, Manifest } from '../../shared/core/batch/job-state';
 import { buildLinearModel, LINEAR_IN, LINEAR_OUT } from '../../tools/onnx/model-builder';
@@ -217,6 +218,31 @@ describe('Parquet batch jobs through the handler', () => {
     const manifest = (await manifestOf(`${OUTPUT_PREFIX}/linear/hops`)) as Manifest;
     expect(manifest.timings.invocations).toBe(6);
     expect(manifest.counts).toEqual((await manifestOf(`${OUTPUT_PREFIX}/linear/one-run`))?.counts);
+  });
+
+  it('writes zstd on request (ONNX_SERVE_BATCH_PARQUET_COMPRESSION=zstd), read by DuckDB as the snappy output', async () => {
+    const env = { ONNX_SERVE_BATCH_PARQUET_COMPRESSION: 'zstd' };
+    if (zstdCompressor() === undefined) {
+      // Node before 22.15: refused at start-up, every job would fail otherwise.
+      await expect(batchHarness(s3, env)).rejects.toThrow(/BATCH_PARQUET_COMPRESSION: zstd needs Node 22.15/);
+      return;
+    }
+    const body = await data();
+    for (const [name, h] of [
+      ['as-zstd', await batchHarness(s3, env)],
+      ['as-snappy', await batchHarness(s3)],
+    ] as const) {
+      expect((await put(h, `${INPUT_PREFIX}/linear/${name}.parquet`, body)).status).toBe('succeeded');
+    }
+    const zstd = await local(`${OUTPUT_PREFIX}/linear/as-zstd.out.parquet`);
+    const snappy = await local(`${OUTPUT_PREFIX}/linear/as-snappy.out.parquet`);
+    const codecs = async (path: string) =>
+      (await query(`SELECT DISTINCT compression FROM parquet_metadata('${path}')`)).map((r) => r.compression);
+    expect(await codecs(zstd)).toEqual(['ZSTD']);
+    expect(await codecs(snappy)).toEqual(['SNAPPY']);
+    const rows = await query(`SELECT id, y FROM read_parquet('${zstd}')`);
+    expect(rows).toHaveLength(ROWS - listFailures().size);
+    expect(rows).toEqual(await query(`SELECT id, y FROM read_parquet('${snappy}')`));
   });
 
   it('writes JSON Lines on request (ONNX_SERVE_BATCH_PARQUET_OUTPUT=jsonl)', async () => {

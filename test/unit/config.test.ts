@@ -123,6 +123,8 @@ describe('parseConfig', () => {
       joinInput: false,
       gzipOutput: false,
       parquetOutput: 'parquet',
+      parquetCompression: 'snappy',
+      parquetRowGroupRows: 122_880,
       shardBytes: 256 * MB,
       maxContinuations: 1000,
       stateMachineArn: undefined,
@@ -182,5 +184,45 @@ describe('parseConfig', () => {
     );
     expect(attempt).toThrow(/ONNX_SERVE_BATCH_DISTRIBUTED_MIN_MB: '0' must be an integer from 1/);
     expect(attempt).toThrow(/ONNX_SERVE_BATCH_PARQUET_OUTPUT: 'arrow' must be parquet or jsonl/);
+  });
+  it('reads the Parquet output codec and row-group size; zstd only where the runtime compresses it', () => {
+    const env = {
+      ONNX_SERVE_BATCH_PARQUET_COMPRESSION: 'ZSTD',
+      ONNX_SERVE_BATCH_PARQUET_ROW_GROUP_ROWS: '50000',
+    };
+    expect(parseConfig(env, { ...FACTS, zstdCompression: true }).batch).toMatchObject({
+      parquetCompression: 'zstd',
+      parquetRowGroupRows: 50_000,
+    });
+    expect(
+      parseConfig({ ONNX_SERVE_BATCH_PARQUET_COMPRESSION: 'none' }, FACTS).batch.parquetCompression,
+    ).toBe('none');
+    // Node 20: no zstd encoder in zlib. Refused at start-up, not at the first part written.
+    expect(() => parseConfig(env, { ...FACTS, zstdCompression: false })).toThrow(
+      /ONNX_SERVE_BATCH_PARQUET_COMPRESSION: zstd needs Node 22.15 or later/,
+    );
+    const attempt = () =>
+      parseConfig(
+        {
+          ONNX_SERVE_BATCH_PARQUET_COMPRESSION: 'lz4',
+          ONNX_SERVE_BATCH_PARQUET_ROW_GROUP_ROWS: '0',
+          ONNX_SERVE_BATCH_PARQUET_OUTPUT: 'arrow',
+        },
+        { ...FACTS, zstdCompression: true },
+      );
+    try {
+      attempt();
+      throw new Error('no ConfigError');
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      // Every bad key at once.
+      expect((error as ConfigError).problems).toEqual([
+        expect.stringMatching(/ONNX_SERVE_BATCH_PARQUET_OUTPUT: 'arrow' must be parquet or jsonl/),
+        "ONNX_SERVE_BATCH_PARQUET_COMPRESSION: 'lz4' must be snappy, zstd or none",
+        expect.stringMatching(
+          /ONNX_SERVE_BATCH_PARQUET_ROW_GROUP_ROWS: '0' must be an integer from 1 to 10000000/,
+        ),
+      ]);
+    }
   });
 });

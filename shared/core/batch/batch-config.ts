@@ -33,6 +33,16 @@ export interface BatchConfig {
    * `<name>.out.parquet`) or `jsonl` (`<name>.out.jsonl[.gz]`, the lines a JSON Lines input gets).
    */
   readonly parquetOutput: ParquetOutputFormat;
+  /**
+   * The codec of `.out.parquet` column chunks (`BATCH_PARQUET_COMPRESSION`): `snappy` (default), `zstd`
+   * (Node's zlib from 22.15; refused where the runtime lacks it) or `none`.
+   */
+  readonly parquetCompression: ParquetCompression;
+  /**
+   * Rows in one `.out.parquet` row group at most (`BATCH_PARQUET_ROW_GROUP_ROWS`, default 122,880 as
+   * DuckDB); a row group never spans two parts, and the writer also keeps one under about 128 MiB.
+   */
+  readonly parquetRowGroupRows: number;
   /** Bytes of input per shard of a Step Functions run (`BATCH_SHARD_BYTES`, default 256 MiB). */
   readonly shardBytes: number;
   /** A job that needs more continuations than this fails (a guard against a runaway chain). */
@@ -56,6 +66,14 @@ export interface BatchConfig {
 
 export const PARQUET_OUTPUT_FORMATS = ['parquet', 'jsonl'] as const;
 export type ParquetOutputFormat = (typeof PARQUET_OUTPUT_FORMATS)[number];
+export const PARQUET_COMPRESSIONS = ['snappy', 'zstd', 'none'] as const;
+export type ParquetCompression = (typeof PARQUET_COMPRESSIONS)[number];
+
+/** What the runtime offers that some settings need (the serving config's instance facts). */
+export interface BatchRuntimeFacts {
+  /** Node's zlib compresses zstd (22.15 and later). */
+  readonly zstdCompression: boolean;
+}
 
 /** What the serving config's reader offers (`EnvReader` in config.ts). */
 export interface ConfigReader {
@@ -77,8 +95,13 @@ const FALSE = ['false', '0', 'no', 'off'];
  * input prefix would trigger the function on its own output.
  *
  * @param envPrefix - the serving prefix (`ONNX_SERVE_`), for messages
+ * @param facts - what the runtime can do (zstd)
  */
-export function parseBatchConfig(read: ConfigReader, envPrefix: string): BatchConfig {
+export function parseBatchConfig(
+  read: ConfigReader,
+  envPrefix: string,
+  facts: BatchRuntimeFacts,
+): BatchConfig {
   const bucketValue = read.string('BATCH_BUCKET', '');
   if (bucketValue !== '' && !BUCKET.test(bucketValue)) {
     read.problem(`${envPrefix}BATCH_BUCKET: '${bucketValue}' is not a valid bucket name`);
@@ -105,6 +128,8 @@ export function parseBatchConfig(read: ConfigReader, envPrefix: string): BatchCo
     joinInput: flag(read, envPrefix, 'BATCH_JOIN_INPUT'),
     gzipOutput: flag(read, envPrefix, 'BATCH_GZIP_OUTPUT'),
     parquetOutput: parquetOutput(read, envPrefix),
+    parquetCompression: parquetCompression(read, envPrefix, facts),
+    parquetRowGroupRows: read.int('BATCH_PARQUET_ROW_GROUP_ROWS', 122_880, 1, 10_000_000),
     shardBytes: read.int('BATCH_SHARD_BYTES', 256 * MB, 1024, 2 ** 50),
     maxContinuations: read.int('BATCH_MAX_CONTINUATIONS', 1000, 0, 1_000_000),
     stateMachineArn: stateMachineArn(read, envPrefix),
@@ -119,6 +144,24 @@ function parquetOutput(read: ConfigReader, envPrefix: string): ParquetOutputForm
   if ((PARQUET_OUTPUT_FORMATS as readonly string[]).includes(value)) return value as ParquetOutputFormat;
   read.problem(`${envPrefix}BATCH_PARQUET_OUTPUT: '${value}' must be parquet or jsonl`);
   return 'parquet';
+}
+
+function parquetCompression(
+  read: ConfigReader,
+  envPrefix: string,
+  facts: BatchRuntimeFacts,
+): ParquetCompression {
+  const value = read.string('BATCH_PARQUET_COMPRESSION', 'snappy').toLowerCase();
+  if (!(PARQUET_COMPRESSIONS as readonly string[]).includes(value)) {
+    read.problem(`${envPrefix}BATCH_PARQUET_COMPRESSION: '${value}' must be snappy, zstd or none`);
+    return 'snappy';
+  }
+  if (value === 'zstd' && !facts.zstdCompression) {
+    read.problem(
+      `${envPrefix}BATCH_PARQUET_COMPRESSION: zstd needs Node 22.15 or later (zlib.zstdCompressSync), which this runtime is not: use snappy or none, or run on Node 22`,
+    );
+  }
+  return value as ParquetCompression;
 }
 
 function stateMachineArn(read: ConfigReader, envPrefix: string): string | undefined {

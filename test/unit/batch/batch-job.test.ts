@@ -35,6 +35,8 @@ const CONFIG: BatchConfig = {
   joinInput: false,
   gzipOutput: false,
   parquetOutput: 'parquet',
+  parquetCompression: 'snappy',
+  parquetRowGroupRows: 122_880,
   shardBytes: 40,
   maxContinuations: 100,
   stateMachineArn: undefined,

@@ -24,6 +24,8 @@ const CONFIG: BatchConfig = {
   joinInput: false,
   gzipOutput: false,
   parquetOutput: 'parquet',
+  parquetCompression: 'snappy',
+  parquetRowGroupRows: 122_880,
   shardBytes: 256 * MB,
   maxContinuations: 100,
   stateMachineArn: 'arn:aws:states:us-east-1:123456789012:stateMachine:batch',
