@@ -35,6 +35,17 @@ export const BUILD_OPTIONS = {
   logLevel: 'warning',
 };
 
+/**
+ * The Lambda bundles (infer, batch) resolve credentials as Lambda hands them over: the environment or a
+ * container credentials endpoint (shared/adapters/lambda-credential-provider.ts), not the SDK's whole
+ * default chain (profiles, SSO and their STS/SSO clients: 355 kB, about 8 ms of module load). The
+ * server and the model tool keep the full chain. serverless.yml sets the same alias.
+ */
+export const LAMBDA_ENTRIES = new Set(['infer', 'batch']);
+export const LAMBDA_BUILD_OPTIONS = {
+  alias: { '@aws-sdk/credential-provider-node': './shared/adapters/lambda-credential-provider.ts' },
+};
+
 const args = process.argv.slice(2);
 const outAt = args.indexOf('--out');
 const out = outAt === -1 ? 'dist' : args[outAt + 1];
@@ -50,7 +61,8 @@ for (const name of names) {
     console.error(`unknown entry '${name}'; known: ${Object.keys(ENTRIES).join(', ')}`);
     process.exit(2);
   }
-  await build({ ...BUILD_OPTIONS, entryPoints: [entry], outfile: `${out}/${name}/index.js` });
+  const options = LAMBDA_ENTRIES.has(name) ? { ...BUILD_OPTIONS, ...LAMBDA_BUILD_OPTIONS } : BUILD_OPTIONS;
+  await build({ ...options, entryPoints: [entry], outfile: `${out}/${name}/index.js` });
   for (const [worker, source] of Object.entries(WORKERS[name] ?? {})) {
     await build({ ...BUILD_OPTIONS, entryPoints: [source], outfile: `${out}/${name}/${worker}.js` });
   }

@@ -5,7 +5,7 @@
  * environment pinned to a real model in a repository on disk, and reports what `require.cache` holds.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { buildLinearModel } from '../../tools/onnx/model-builder';
@@ -46,6 +46,20 @@ door.handler(event, context).then((result) => {
 `;
 
 describe('the infer bundle', () => {
+  it("bundles the credential sources Lambda uses, not the SDK's profile, SSO and STS clients", async () => {
+    const code = await readFile(join(dir, 'infer', 'index.js'), 'utf8');
+    expect(code).toContain('node_modules/@aws-sdk/credential-provider-env/');
+    expect(code).toContain('node_modules/@aws-sdk/credential-provider-http/');
+    for (const left of [
+      'credential-provider-node',
+      'credential-provider-ini',
+      'credential-provider-sso',
+      'nested-clients',
+    ]) {
+      expect(code).not.toContain(`node_modules/@aws-sdk/${left}/`);
+    }
+  });
+
   it('leaves onnxruntime-node unloaded at import and loads it for the first answer', async () => {
     const { stdout } = await run(process.execPath, ['-e', PROBE, join(dir, 'infer', 'index.js')], {
       env: {
