@@ -373,8 +373,8 @@ export class S3ModelStore implements ModelStore {
       return { index, count, start, end: Math.min(size, start + this.partSize) - 1 };
     };
     const hashed = hash === undefined ? undefined : new InOrderHash(hash, bytes, part);
-    // The first answer's ETag is the object's: every later GET asks for it (If-Match) and checks it, so a
-    // replaced object is never mixed in, retries of the first part included.
+    // The first answer's ETag is the object's: every answer is checked against it, and every GET asked for
+    // after it carries it (If-Match), so a replaced object is never mixed in, retries included.
     const object: { etag: string | undefined } = { etag: undefined };
     if (count === 1) {
       await this.readPart(key, bytes, part(0), object, abort.signal, retried, true, onUnderWay);
@@ -390,32 +390,20 @@ export class S3ModelStore implements ModelStore {
         abort.abort();
       }
     };
-    let next = 1;
+    // The first `concurrency` GETs are asked for at once, not after the first part's headers: from S3 that
+    // saves one time to first byte (and the new connections' TLS handshakes) before the others start.
+    // onUnderWay still waits for the first part's headers, when every one of them has gone out.
+    let next = 0;
     const worker = async () => {
       while (next < count && failure === undefined) {
         const index = next++;
-        await this.readPart(key, bytes, part(index), object, abort.signal, retried, false);
+        const headers = index === 0 ? onUnderWay : undefined;
+        await this.readPart(key, bytes, part(index), object, abort.signal, retried, false, headers);
         hashed?.done(index);
       }
     };
-    const first = this.readPart(key, bytes, part(0), object, abort.signal, retried, false, () => {
-      for (let i = 1; i < Math.min(this.concurrency, count); i++) tasks.push(guard(worker));
-      onUnderWay?.();
-    }).then(() => hashed?.done(0));
-    const tasks = [
-      guard(async () => {
-        await first;
-        await worker();
-      }),
-    ];
-    // Tasks join `tasks` while it is awaited (once the first part's headers are in), so wait until none is
-    // added any more: every task settles before this returns, so nothing writes into the buffer after a
-    // failure is thrown.
-    for (let settled = 0; settled < tasks.length; ) {
-      const batch = tasks.slice(settled);
-      settled = tasks.length;
-      await Promise.all(batch);
-    }
+    // Every task settles before this returns, so nothing writes into the buffer after a failure is thrown.
+    await Promise.all(Array.from({ length: Math.min(this.concurrency, count) }, () => guard(worker)));
     if (failure !== undefined) throw failure;
   }
 
@@ -436,6 +424,11 @@ export class S3ModelStore implements ModelStore {
       let inBody = false;
       try {
         const output = await this.getPart(key, part, object.etag, bytes.byteLength, whole, signal);
+        // GETs asked for before the first answer came carry no If-Match: their answers are compared here.
+        if (object.etag !== undefined && output.ETag !== object.etag) {
+          destroy(output.Body);
+          throw new ArtifactMismatch('the object changed during the download', false);
+        }
         object.etag ??= output.ETag;
         headersSeen?.();
         headersSeen = undefined;
@@ -444,6 +437,14 @@ export class S3ModelStore implements ModelStore {
         return;
       } catch (error) {
         signal.throwIfAborted();
+        // A range past the object's end (asked for before any answer told its size): the object is shorter
+        // than config.json says, which is config.json's or the object's fault, as a wrong size in an answer.
+        if (!inBody && httpStatus(error) === 416) {
+          const mismatch = new ArtifactMismatch(
+            `the object ends before bytes ${part.start}-${part.end}, config.json says ${bytes.byteLength} bytes`,
+          );
+          throw new PartFailed(mismatch.message, mismatch);
+        }
         if (!isRetryable(error)) throw error;
         // E.g. 'connection reset after 4.1 MB' (in the body) or 'asked for 8388608 bytes, got 4096' (headers).
         const reason = inBody

@@ -183,6 +183,27 @@ describe('S3ModelStore', () => {
       expect(sent).toHaveLength(21);
     });
 
+    it('asks for the first `concurrency` parts at once, before any answer is in', async () => {
+      const events: string[] = [];
+      server.client.middlewareStack.add(
+        (next) => async (args) => {
+          events.push('asked');
+          const output = await next(args);
+          events.push('answered');
+          return output;
+        },
+        { step: 'initialize', name: 'order' },
+      );
+      try {
+        const bytes = await store({ partSize: MiB, concurrency: 4 }).readArtifact('big', '1', 'onnx', size);
+        expect(Buffer.from(bytes).equals(big)).toBe(true);
+      } finally {
+        server.client.middlewareStack.remove('order');
+      }
+      // Before, the first part went alone and the three others followed its headers.
+      expect(events.slice(0, 5)).toEqual(['asked', 'asked', 'asked', 'asked', 'answered']);
+    });
+
     it('says the download of a one-part artifact is under way once its headers are in', async () => {
       const small = randomBytes(4096);
       await put('repo/small/3/model.ort', small);
