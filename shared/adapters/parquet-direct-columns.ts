@@ -149,8 +149,6 @@ function joinData(leaf: SchemaElement, data: readonly TensorData[], count: numbe
   for (const d of data) {
     if (out instanceof Float32Array && d instanceof Uint16Array) {
       out.set(fromHalfArray(d), at); // FP16 outputs are stored as FLOAT
-    } else if (out instanceof BigInt64Array && !(d instanceof BigInt64Array || d instanceof BigUint64Array)) {
-      for (let k = 0; k < d.length; k++) out[at + k] = BigInt(d[k] as number); // UINT32 as INT64
     } else if (out instanceof BigInt64Array) {
       // UINT64: the same 64 bits, as PLAIN stores them.
       const bits = d as BigInt64Array | BigUint64Array;

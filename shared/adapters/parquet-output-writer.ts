@@ -165,7 +165,7 @@ const LEAF_BYTES: Readonly<Record<Datatype, number>> = {
   INT32: 4,
   UINT8: 4,
   UINT16: 4,
-  UINT32: 8,
+  UINT32: 4,
   INT64: 8,
   UINT64: 8,
   BOOL: 1,
@@ -209,7 +209,8 @@ const LEAF_TYPES: Readonly<Record<Datatype, LeafType>> = {
   INT32: { type: 'INT32' },
   UINT8: { type: 'INT32', converted_type: 'UINT_8' },
   UINT16: { type: 'INT32', converted_type: 'UINT_16' },
-  UINT32: { type: 'INT64', converted_type: 'UINT_32' },
+  // UINT_32 annotates INT32 (the same 32 bits; readers undo the sign): DuckDB refuses it on INT64.
+  UINT32: { type: 'INT32', converted_type: 'UINT_32' },
   INT64: { type: 'INT64' },
   UINT64: { type: 'INT64', converted_type: 'UINT_64' },
   BOOL: { type: 'BOOLEAN' },
@@ -232,8 +233,6 @@ function leafValues(datatype: Datatype, data: TensorData): ArrayLike<unknown> {
   switch (datatype) {
     case 'FP16':
       return fromHalfArray(data as Uint16Array);
-    case 'UINT32':
-      return Array.from(data as Uint32Array, (v) => BigInt(v));
     case 'BOOL':
       return Array.from(data as Uint8Array, (v) => v !== 0);
     default:

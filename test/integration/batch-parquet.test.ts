@@ -335,6 +335,7 @@ describe('Parquet batch scoring with DuckDB files', () => {
       { name: 'p', datatype: 'FP64', shape: [-1] },
       { name: 'h', datatype: 'FP16', shape: [-1, 2] },
       { name: 'i8', datatype: 'INT8', shape: [-1, 3] },
+      { name: 'u32', datatype: 'UINT32', shape: [-1, 2] },
       { name: 'u64', datatype: 'UINT64', shape: [-1, 2] },
       { name: 'b', datatype: 'BOOL', shape: [-1, 2] },
       { name: 's', datatype: 'BYTES', shape: [-1, 1] },
@@ -365,6 +366,12 @@ describe('Parquet batch scoring with DuckDB files', () => {
             datatype: 'INT8',
             shape: [n, 3],
             data: Int8Array.from(rows.flatMap((i) => [-(i % 100), 0, i % 100])),
+          },
+          {
+            name: 'u32',
+            datatype: 'UINT32',
+            shape: [n, 2],
+            data: Uint32Array.from(rows.flatMap((i) => [i, 2 ** 32 - 1 - i])),
           },
           {
             name: 'u64',
@@ -402,6 +409,7 @@ describe('Parquet batch scoring with DuckDB files', () => {
       ['p', 'DOUBLE'],
       ['h', 'FLOAT[]'],
       ['i8', 'TINYINT[]'],
+      ['u32', 'UINTEGER[]'],
       ['u64', 'UBIGINT[]'],
       ['b', 'BOOLEAN[]'],
       ['s', 'VARCHAR'],
@@ -412,6 +420,7 @@ describe('Parquet batch scoring with DuckDB files', () => {
       p: i / 3,
       h: [1, -2],
       i8: [i % 100 === 0 ? 0 : -(i % 100), 0, i % 100],
+      u32: [i, 2 ** 32 - 1 - i],
       u64: [BigInt(i), 2n ** 63n + BigInt(i)],
       b: [i % 2 === 1, true],
       s: `s${i}`,
@@ -432,9 +441,52 @@ describe('Parquet batch scoring with DuckDB files', () => {
       rowStart: 29_999,
       rowEnd: 30_001,
     });
-    expect(rows.map((r) => [r.id, Array.from(r.y as number[]), r.p, r.s])).toEqual(
-      [29_999, 30_000].map((i) => [`r${i}`, expected(i).y, i / 3, `s${i}`]),
-    );
+    expect(
+      rows.map((r) => [r.id, Array.from(r.y as number[]), Array.from(r.u32 as number[]), r.p, r.s]),
+    ).toEqual([29_999, 30_000].map((i) => [`r${i}`, expected(i).y, expected(i).u32, i / 3, `s${i}`]));
+  });
+
+  it('writes UINT32 outputs as INT32 with UINT_32 on both write paths, which DuckDB reads as UINTEGER', async () => {
+    const specs = [
+      { name: 'u', datatype: 'UINT32', shape: [-1] },
+      { name: 'v', datatype: 'UINT32', shape: [-1, -1] },
+    ] as const;
+    const schema = outputSchemaFor(specs, 'id', 'INT64');
+    // Widths 1 then 2 in 'v': a list column of varying width goes through hyparquet-writer's own path.
+    const batch = (ids: number[], width: number): ScoredBatch => ({
+      ids,
+      outputs: [
+        {
+          name: 'u',
+          datatype: 'UINT32',
+          shape: [ids.length],
+          data: Uint32Array.from(ids, (i) => 2 ** 32 - 1 - i),
+        },
+        {
+          name: 'v',
+          datatype: 'UINT32',
+          shape: [ids.length, width],
+          data: Uint32Array.from(
+            ids.flatMap((i) => Array.from({ length: width }, (_, k) => 2 ** 31 + i + k)),
+          ),
+        },
+      ],
+    });
+    const part = encodeRowGroups(schema, [batch([0, 1], 1), batch([2], 2)]);
+    const ends = parquetFileEnds(schema, [{ bytes: part.bytes.byteLength, rowGroups: part.rowGroups }]);
+    const path = join(dir, 'uint32.parquet');
+    await writeFile(path, Buffer.concat([ends.head, part.bytes, ends.footer]));
+    const columns = await query(`DESCRIBE SELECT * FROM read_parquet('${path}')`);
+    expect(columns.map((c) => [c.column_name, c.column_type])).toEqual([
+      ['id', 'BIGINT'],
+      ['u', 'UINTEGER'],
+      ['v', 'UINTEGER[]'],
+    ]);
+    expect(await query(`SELECT * FROM read_parquet('${path}') ORDER BY id`)).toEqual([
+      { id: 0n, u: 4294967295, v: [2147483648] },
+      { id: 1n, u: 4294967294, v: [2147483649] },
+      { id: 2n, u: 4294967293, v: [2147483650, 2147483651] },
+    ]);
   });
 
   it('compresses parts with snappy, zstd (Node 22.15+) or nothing; row groups of even size within a part', async () => {
