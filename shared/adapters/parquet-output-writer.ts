@@ -101,9 +101,11 @@ export function encodeRowGroups(
     // The writer checks no sizes: the data was built from the schema above.
     void parquet.write({ columnData: columnData as never, rowGroupSize });
   }
-  const all = new Uint8Array(writer.getBuffer());
+  // A view past the writer's 'PAR1', not a copy: two copies of a part (getBuffer, then the slice) were the
+  // peak of a job's memory at each part's end, when the part's outputs and encoded pages are still alive.
+  const bytes = writer.getBytes().subarray(4);
   const groups = parquet.row_groups.map((g) => moveRowGroup(g, -4));
-  return { bytes: all.slice(4), rows, rowGroups: JSON.stringify(groups, bigintAsText) };
+  return { bytes, rows, rowGroups: JSON.stringify(groups, bigintAsText) };
 }
 
 /**
