@@ -30,6 +30,7 @@ import type {
 import type { BatchObjectStore, ObjectRef } from '../core/batch/ports';
 import { decodeFlatColumn } from './parquet-flat-column';
 import { decodeListColumn, isSimpleList } from './parquet-list-column';
+import { checkPageHeaders } from './parquet-pages';
 
 export type { ParquetFileInfo, RowGroupInfo } from '../core/batch/parquet-port';
 
@@ -153,6 +154,7 @@ export class ParquetObjectReader implements ParquetFile {
     const lists = new Map<string, ListValues>();
     const direct = columns.filter((c) => this.#flat.has(c) || this.#lists.has(c));
     const nested = columns.filter((c) => !this.#flat.has(c) && !this.#lists.has(c));
+    this.#checkDeclaredValues(index, columns);
     try {
       if (direct.length > 0) await this.#readDirect(index, direct, values, lists, options.reuse === true);
       if (nested.length > 0) await this.#readNested(group, nested, values);
@@ -183,6 +185,28 @@ export class ParquetObjectReader implements ParquetFile {
       },
       list: (name) => lists.get(name),
     };
+  }
+
+  /**
+   * Refuses a row group whose planned chunks declare more values than one row group may decode, before
+   * reading it: decoding follows the footer's counts (pages are then held to them: `declaredLevels` in
+   * parquet-pages.ts), so this bounds what any file, well made or hostile, can make the job allocate.
+   *
+   * @throws UnsupportedInputError naming the row group, the count and the limit
+   */
+  #checkDeclaredValues(index: number, columns: readonly string[]): void {
+    let declared = 0;
+    for (const chunk of this.#metadata.row_groups[index]?.columns ?? []) {
+      const meta = chunk.meta_data;
+      if (meta !== undefined && columns.includes(meta.path_in_schema[0] as string)) {
+        declared += Number(meta.num_values);
+      }
+    }
+    if (!(declared <= MAX_ROW_GROUP_VALUES)) {
+      throw new UnsupportedInputError(
+        `row group ${index} declares ${declared} values in the columns read (${columns.join(', ')}), more than the ${MAX_ROW_GROUP_VALUES} one row group may decode: write the file with smaller row groups`,
+      );
+    }
   }
 
   /** Flat and simple list columns: their chunks in one ranged read, decoded without list assembly. */
@@ -234,8 +258,29 @@ export class ParquetObjectReader implements ParquetFile {
   ): Promise<void> {
     const pieces = new Map<string, { rowStart: number; data: ArrayLike<unknown> }[]>();
     for (const c of columns) pieces.set(c, []);
+    // hyparquet's page reader allocates what a page header declares: the headers are checked first
+    // (declaredLevels), on the chunks' bytes read once and then handed to it from memory.
+    const chunks = (this.#metadata.row_groups[group.index]?.columns ?? []).flatMap((c) =>
+      c.meta_data !== undefined && columns.includes(c.meta_data.path_in_schema[0] as string)
+        ? [c.meta_data]
+        : [],
+    );
+    if (chunks.length === 0)
+      throw new UnsupportedInputError(`row group ${group.index} has no chunk of ${columns.join(', ')}`);
+    const low = Math.min(...chunks.map(chunkStart));
+    const high = Math.max(...chunks.map((m) => chunkStart(m) + Number(m.total_compressed_size)));
+    const bytes = new Uint8Array(await this.#file.slice(low, high));
+    for (const meta of chunks) {
+      const start = chunkStart(meta) - low;
+      checkPageHeaders(bytes.subarray(start, start + Number(meta.total_compressed_size)), meta);
+    }
+    const file = this.#file;
     await parquetRead({
-      file: this.#file,
+      file: {
+        byteLength: file.byteLength,
+        slice: (start, end = file.byteLength) =>
+          start >= low && end <= high ? bytes.slice(start - low, end - low).buffer : file.slice(start, end),
+      },
       metadata: this.#metadata,
       columns: [...columns],
       rowStart: group.firstRow,
@@ -328,6 +373,13 @@ function describeFile(metadata: FileMetaData, dataEnd: number): ParquetFileInfo 
 function chunkStart(meta: ColumnMetaData): number {
   return Number(meta.dictionary_page_offset || meta.data_page_offset);
 }
+
+/**
+ * The most values (levels: values, nulls and empty lists) the columns read from one row group may declare
+ * together: 2^28, about 1 GiB of 4-byte values, beyond a 1,048,576-row row group (pyarrow's default) of
+ * a 128-float list column.
+ */
+export const MAX_ROW_GROUP_VALUES = 2 ** 28;
 
 /** Bytes read from the end of a file at open: the footer and the trailer of most files fit. */
 const TAIL_BYTES = 64 * 1024;

@@ -3,7 +3,14 @@
  * pinned with the package): levels and values as the page holds them, dictionary applied, and no
  * assembly into rows. The flat and list column decoders build their columns from these.
  */
-import type { ColumnMetaData, CompressionCodec, Compressors, DecodedArray, SchemaTree } from 'hyparquet';
+import type {
+  ColumnMetaData,
+  CompressionCodec,
+  Compressors,
+  DecodedArray,
+  PageHeader,
+  SchemaTree,
+} from 'hyparquet';
 import { parquetHeader } from 'hyparquet/src/column.js';
 import { convert, convertWithDictionary, DEFAULT_PARSERS } from 'hyparquet/src/convert.js';
 import { decompressPage, readDataPage, readDataPageV2 } from 'hyparquet/src/datapage.js';
@@ -57,9 +64,11 @@ export function forEachPage(
   const reader = { view: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), offset: 0 };
   let dictionary: DecodedArray | undefined;
   const maxLevels = { rep: getMaxRepetitionLevel(schemaPath), def: getMaxDefinitionLevel(schemaPath) };
+  const levelsLeft = declaredLevels(meta);
   let more = true;
   while (more && reader.offset < bytes.byteLength) {
     const header = parquetHeader(reader);
+    levelsLeft.take(header);
     const compressed = new Uint8Array(
       bytes.buffer,
       bytes.byteOffset + reader.offset,
@@ -219,6 +228,60 @@ function fastPage(
     values = out as DecodedArray;
   }
   return { levels, defs, reps, values };
+}
+
+/**
+ * The most levels one data page may declare. A page's header is trusted only this far: its levels are
+ * decoded into buffers of that length, and a run-length run of a few bytes can claim two billion of them
+ * (a 40-byte page once made the decoder fill 4 GB). Writers cut pages far below it (parquet-mr and Arrow
+ * at 20,000 rows or about 1 MiB, DuckDB within a 122,880-row row group).
+ */
+export const MAX_PAGE_LEVELS = 2 ** 24;
+
+/**
+ * A chunk's level budget: the levels its footer entry declares, which its pages' headers may not exceed
+ * together, nor one page {@link MAX_PAGE_LEVELS}.
+ *
+ * @throws Error from `take` when a page declares more than is left
+ */
+export function declaredLevels(meta: ColumnMetaData): { take(header: PageHeader): void } {
+  const column = meta.path_in_schema.join('.');
+  let left = Number(meta.num_values);
+  return {
+    take(header) {
+      const levels = header.data_page_header?.num_values ?? header.data_page_header_v2?.num_values;
+      if (levels === undefined) return;
+      if (!Number.isSafeInteger(levels) || levels < 0 || levels > MAX_PAGE_LEVELS) {
+        throw new Error(
+          `a page of column '${column}' declares ${levels} values (at most ${MAX_PAGE_LEVELS} a page)`,
+        );
+      }
+      if (levels > left) {
+        throw new Error(
+          `a page of column '${column}' declares ${levels} values, more than the ${left} its chunk's footer entry has left`,
+        );
+      }
+      left -= levels;
+    },
+  };
+}
+
+/**
+ * Walks a chunk's page headers without decoding a page, checking their declared levels ({@link
+ * declaredLevels}): for chunks that hyparquet's own reader then decodes.
+ *
+ * @throws Error when a header does not parse or declares too many levels
+ */
+export function checkPageHeaders(bytes: Uint8Array, meta: ColumnMetaData): void {
+  const reader = { view: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), offset: 0 };
+  const levels = declaredLevels(meta);
+  while (reader.offset < bytes.byteLength) {
+    const header = parquetHeader(reader);
+    levels.take(header);
+    if (!(header.compressed_page_size >= 0))
+      throw new Error(`a page declares ${header.compressed_page_size} bytes`);
+    reader.offset += header.compressed_page_size;
+  }
 }
 
 const EMPTY = new Uint8Array(0);

@@ -4,12 +4,17 @@
  * tensors, scored by onnxruntime (the Linear model), written as Parquet parts concatenated by the store, and
  * DuckDB reads the result back without options.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import { type ColumnMetaData, type FileMetaData, type PageHeader, parquetMetadata } from 'hyparquet';
+import { parquetHeader } from 'hyparquet/src/column.js';
+import { ByteWriter } from 'hyparquet-writer';
+import { writePageHeader } from 'hyparquet-writer/src/datapage.js';
+import { writeMetadata } from 'hyparquet-writer/src/metadata.js';
 import { OrtEngine } from '../../shared/adapters/ort-engine';
-import { ParquetObjectReader } from '../../shared/adapters/parquet-object-reader';
+import { MAX_ROW_GROUP_VALUES, ParquetObjectReader } from '../../shared/adapters/parquet-object-reader';
 import {
   encodeRowGroups,
   outputSchemaFor,
@@ -661,6 +666,134 @@ describe('Parquet batch scoring with DuckDB files', () => {
       expect(viaRuns.failures.length).toBeGreaterThan(0);
       expect(viaRuns.batches).toEqual(viaRows.batches);
     }
+  });
+
+  describe('counts a file declares but does not hold', () => {
+    /**
+     * Rewrites the file at `path`: `edit.page` gets the first data page header of `column` (the file's last
+     * column chunk, so that nothing after it moves), `edit.footer` the footer; the footer is then written
+     * again with the chunk's sizes following the header's new length. Uploads the result as `key`.
+     */
+    async function tamper(
+      path: string,
+      key: string,
+      column: string,
+      edit: { page?: (header: PageHeader) => void; footer?: (meta: FileMetaData) => void },
+    ): Promise<number> {
+      const bytes = new Uint8Array(await readFile(path));
+      const metadata = parquetMetadata(bytes.slice().buffer);
+      const chunk = metadata.row_groups[0]?.columns.find((c) => c.meta_data?.path_in_schema[0] === column);
+      const meta = chunk?.meta_data as ColumnMetaData;
+      const dataEnd = Number(meta.data_page_offset) + Number(meta.total_compressed_size);
+      const at = Number(meta.data_page_offset);
+      const reader = { view: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), offset: at };
+      const header = parquetHeader(reader);
+      const oldLength = reader.offset - at;
+      edit.page?.(header);
+      const headerWriter = new ByteWriter();
+      writePageHeader(headerWriter, header);
+      const newHeader = headerWriter.getBytes();
+      const delta = newHeader.byteLength - oldLength;
+      meta.total_compressed_size += BigInt(delta);
+      meta.total_uncompressed_size += BigInt(delta);
+      edit.footer?.(metadata);
+      const footerWriter = new ByteWriter();
+      writeMetadata(footerWriter, metadata);
+      const footer = footerWriter.getBytes();
+      const length = Buffer.alloc(4);
+      length.writeUInt32LE(footer.byteLength);
+      const file = Buffer.concat([
+        bytes.subarray(0, at),
+        newHeader,
+        bytes.subarray(reader.offset, dataEnd),
+        footer,
+        length,
+        Buffer.from('PAR1'),
+      ]);
+      await s3.putObject(BUCKET, key, file);
+      return file.byteLength;
+    }
+
+    /** Sets the level count of a data page header (v1 or v2). */
+    const claim = (levels: number) => (header: PageHeader) => {
+      const page = header.data_page_header ?? header.data_page_header_v2;
+      if (page === undefined) throw new Error(`the first page is a ${header.type}`);
+      page.num_values = levels;
+    };
+
+    it('refuses a page whose header claims two billion values, before allocating for them', async () => {
+      // A list column (decoded by our page reader) and a list of lists (decoded by hyparquet's), each
+      // the last column of its file; uncompressed, so that the header is all that changes. A page whose
+      // levels were one run-length run made the list decoder fill 4 GB of level buffers.
+      await duckParquet(
+        'lists.parquet',
+        'SELECT i AS id, [i, i + 1]::FLOAT[] AS x FROM range(100) t(i)',
+        'COMPRESSION uncompressed',
+      );
+      await duckParquet(
+        'nested.parquet',
+        'SELECT i AS id, [[i, i + 1], [i]]::FLOAT[][] AS m FROM range(100) t(i)',
+        'COMPRESSION uncompressed',
+      );
+      // Untouched, the list of lists reads as hyparquet assembles it (its chunk read once, then from memory).
+      const nested = await ParquetObjectReader.open(
+        io,
+        { bucket: BUCKET, key: 'nested.parquet' },
+        { size: (await readFile(join(dir, 'nested.parquet'))).byteLength },
+      );
+      const m = (await nested.readRowGroup(0, ['id', 'm'])).column('m');
+      expect(Array.from(m, (row) => (row as number[][]).map((r) => Array.from(r)))).toEqual(
+        Array.from({ length: 100 }, (_, i) => [[i, i + 1], [i]]),
+      );
+      for (const [file, column] of [
+        ['lists.parquet', 'x'],
+        ['nested.parquet', 'm'],
+      ] as const) {
+        const key = `huge-page-${file}`;
+        const size = await tamper(join(dir, file), key, column, { page: claim(2 ** 31 - 1) });
+        const reader = await ParquetObjectReader.open(io, { bucket: BUCKET, key }, { size });
+        const read = reader.readRowGroup(0, ['id', column]);
+        await expect(read).rejects.toThrow(UnsupportedInputError);
+        await expect(read).rejects.toThrow(
+          new RegExp(
+            `row group 0 cannot be decoded: a page of column '${column}[.\\w]*' declares 2147483647 values \\(at most 16777216 a page\\)`,
+          ),
+        );
+      }
+      // Within the page limit but beyond the chunk's footer entry: refused the same way.
+      const size = await tamper(join(dir, 'lists.parquet'), 'long-page.parquet', 'x', {
+        page: claim(1_000_000),
+      });
+      const reader = await ParquetObjectReader.open(
+        io,
+        { bucket: BUCKET, key: 'long-page.parquet' },
+        { size },
+      );
+      await expect(reader.readRowGroup(0, ['id', 'x'])).rejects.toThrow(
+        /a page of column 'x.list.element' declares 1000000 values, more than the 200 its chunk's footer entry has left/,
+      );
+    });
+
+    it('refuses a row group whose footer declares more values than one row group may decode', async () => {
+      const size = await tamper(join(dir, 'lists.parquet'), 'huge-footer.parquet', 'x', {
+        footer: (metadata) => {
+          const chunk = metadata.row_groups[0]?.columns.find((c) => c.meta_data?.path_in_schema[0] === 'x');
+          if (chunk?.meta_data !== undefined) chunk.meta_data.num_values = BigInt(MAX_ROW_GROUP_VALUES);
+        },
+      });
+      const reader = await ParquetObjectReader.open(
+        io,
+        { bucket: BUCKET, key: 'huge-footer.parquet' },
+        { size },
+      );
+      const read = reader.readRowGroup(0, ['id', 'x']);
+      await expect(read).rejects.toThrow(UnsupportedInputError);
+      await expect(read).rejects.toThrow(
+        `row group 0 declares ${MAX_ROW_GROUP_VALUES + 100} values in the columns read (id, x), more than the ${MAX_ROW_GROUP_VALUES} one row group may decode: write the file with smaller row groups`,
+      );
+      // The id column alone is within the limit.
+      expect((await reader.readRowGroup(0, ['id'])).column('id')).toHaveLength(100);
+    });
   });
 
   it('refuses an object that is not Parquet, as unsupported input', async () => {
