@@ -189,7 +189,7 @@ export class ParquetObjectReader implements ParquetFile {
 
   /**
    * Refuses a row group whose planned chunks declare more values than one row group may decode, before
-   * reading it: decoding follows the footer's counts (pages are then held to them: `declaredLevels` in
+   * reading it: decoding follows the footer's counts (pages are then held to them: `pageLimits` in
    * parquet-pages.ts), so this bounds what any file, well made or hostile, can make the job allocate.
    *
    * @throws UnsupportedInputError naming the row group, the count and the limit
@@ -259,7 +259,7 @@ export class ParquetObjectReader implements ParquetFile {
     const pieces = new Map<string, { rowStart: number; data: ArrayLike<unknown> }[]>();
     for (const c of columns) pieces.set(c, []);
     // hyparquet's page reader allocates what a page header declares: the headers are checked first
-    // (declaredLevels), on the chunks' bytes read once and then handed to it from memory.
+    // (pageLimits), on the chunks' bytes read once and then handed to it from memory.
     const chunks = (this.#metadata.row_groups[group.index]?.columns ?? []).flatMap((c) =>
       c.meta_data !== undefined && columns.includes(c.meta_data.path_in_schema[0] as string)
         ? [c.meta_data]

@@ -64,11 +64,11 @@ export function forEachPage(
   const reader = { view: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), offset: 0 };
   let dictionary: DecodedArray | undefined;
   const maxLevels = { rep: getMaxRepetitionLevel(schemaPath), def: getMaxDefinitionLevel(schemaPath) };
-  const levelsLeft = declaredLevels(meta);
+  const limits = pageLimits(meta);
   let more = true;
   while (more && reader.offset < bytes.byteLength) {
     const header = parquetHeader(reader);
-    levelsLeft.take(header);
+    limits.take(header);
     const compressed = new Uint8Array(
       bytes.buffer,
       bytes.byteOffset + reader.offset,
@@ -239,16 +239,28 @@ function fastPage(
 export const MAX_PAGE_LEVELS = 2 ** 24;
 
 /**
- * A chunk's level budget: the levels its footer entry declares, which its pages' headers may not exceed
- * together, nor one page {@link MAX_PAGE_LEVELS}.
- *
- * @throws Error from `take` when a page declares more than is left
+ * The most bytes one page may declare once decompressed: the decompressor's buffer is that size, and a
+ * compression bomb fills it (writers aim at about 1 MiB a page).
  */
-export function declaredLevels(meta: ColumnMetaData): { take(header: PageHeader): void } {
+export const MAX_PAGE_BYTES = 2 ** 28;
+
+/**
+ * What a chunk's page headers may declare: each page at most {@link MAX_PAGE_BYTES} decompressed and
+ * {@link MAX_PAGE_LEVELS} levels, and all of them together no more levels than the chunk's footer entry.
+ *
+ * @throws Error from `take` when a page declares more than that
+ */
+export function pageLimits(meta: ColumnMetaData): { take(header: PageHeader): void } {
   const column = meta.path_in_schema.join('.');
   let left = Number(meta.num_values);
   return {
     take(header) {
+      const bytes = header.uncompressed_page_size;
+      if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes > MAX_PAGE_BYTES) {
+        throw new Error(
+          `a page of column '${column}' declares ${bytes} bytes (at most ${MAX_PAGE_BYTES} a page)`,
+        );
+      }
       const levels = header.data_page_header?.num_values ?? header.data_page_header_v2?.num_values;
       if (levels === undefined) return;
       if (!Number.isSafeInteger(levels) || levels < 0 || levels > MAX_PAGE_LEVELS) {
@@ -268,16 +280,16 @@ export function declaredLevels(meta: ColumnMetaData): { take(header: PageHeader)
 
 /**
  * Walks a chunk's page headers without decoding a page, checking their declared levels ({@link
- * declaredLevels}): for chunks that hyparquet's own reader then decodes.
+ * pageLimits}): for chunks that hyparquet's own reader then decodes.
  *
  * @throws Error when a header does not parse or declares too many levels
  */
 export function checkPageHeaders(bytes: Uint8Array, meta: ColumnMetaData): void {
   const reader = { view: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), offset: 0 };
-  const levels = declaredLevels(meta);
+  const limits = pageLimits(meta);
   while (reader.offset < bytes.byteLength) {
     const header = parquetHeader(reader);
-    levels.take(header);
+    limits.take(header);
     if (!(header.compressed_page_size >= 0))
       throw new Error(`a page declares ${header.compressed_page_size} bytes`);
     reader.offset += header.compressed_page_size;

@@ -760,6 +760,20 @@ describe('Parquet batch scoring with DuckDB files', () => {
           ),
         );
       }
+      // A page that would decompress to 1 GiB (a compression bomb's header): refused before a buffer is made.
+      const bomb = await tamper(join(dir, 'lists.parquet'), 'bomb.parquet', 'x', {
+        page: (header) => {
+          header.uncompressed_page_size = 2 ** 30;
+        },
+      });
+      const bombReader = await ParquetObjectReader.open(
+        io,
+        { bucket: BUCKET, key: 'bomb.parquet' },
+        { size: bomb },
+      );
+      await expect(bombReader.readRowGroup(0, ['id', 'x'])).rejects.toThrow(
+        /a page of column 'x.list.element' declares 1073741824 bytes \(at most 268435456 a page\)/,
+      );
       // Within the page limit but beyond the chunk's footer entry: refused the same way.
       const size = await tamper(join(dir, 'lists.parquet'), 'long-page.parquet', 'x', {
         page: claim(1_000_000),
