@@ -28,16 +28,9 @@ export function readHybrid(
   let i = 0;
   while (i < count) {
     if (pos >= end) throw new Error(`levels end after ${i} of ${count} values`);
-    // The run header: a ULEB128 varint.
-    let header = 0;
-    let shift = 0;
-    let byte: number;
-    do {
-      if (pos >= end) throw new Error('a run header runs past the levels');
-      byte = bytes[pos++] as number;
-      header += (byte & 0x7f) * 2 ** shift;
-      shift += 7;
-    } while (byte & 0x80);
+    const header = runHeader(bytes, pos, end);
+    if (header < 0) throw new Error('a run header runs past the levels');
+    pos = headerEnd;
     if (header % 2 === 1) {
       // Bit-packed: groups of 8 values, least significant bit first.
       const values = Math.floor(header / 2) * 8;
@@ -94,16 +87,9 @@ export function allRunsOf(
   let pos = start;
   let seen = 0;
   while (seen < count) {
-    if (pos >= end) return false;
-    let header = 0;
-    let shift = 0;
-    let byte: number;
-    do {
-      if (pos >= end) return false;
-      byte = bytes[pos++] as number;
-      header += (byte & 0x7f) * 2 ** shift;
-      shift += 7;
-    } while (byte & 0x80);
+    const header = runHeader(bytes, pos, end);
+    if (header < 0) return false;
+    pos = headerEnd;
     if (header % 2 === 1) return false;
     let run = 0;
     for (let b = 0; b < valueBytes; b++) run |= (bytes[pos++] as number) << (8 * b);
@@ -136,15 +122,9 @@ export function readHybridThrough(
   let i = 0;
   while (i < count) {
     if (pos >= end) throw new Error(`indices end after ${i} of ${count} values`);
-    let header = 0;
-    let shift = 0;
-    let byte: number;
-    do {
-      if (pos >= end) throw new Error('a run header runs past the indices');
-      byte = bytes[pos++] as number;
-      header += (byte & 0x7f) * 2 ** shift;
-      shift += 7;
-    } while (byte & 0x80);
+    const header = runHeader(bytes, pos, end);
+    if (header < 0) throw new Error('a run header runs past the indices');
+    pos = headerEnd;
     if (header % 2 === 1) {
       const values = Math.floor(header / 2) * 8;
       const stop = pos + (values * bitWidth) / 8;
@@ -174,4 +154,24 @@ export function readHybridThrough(
       while (i < to) out[i++] = entry;
     }
   }
+}
+
+/** Where the header last read by {@link runHeader} ended (a second result without an object per run). */
+let headerEnd = 0;
+
+/**
+ * The run header at `pos`, a ULEB128 varint (its end in {@link headerEnd}); -1 when it runs past `end`.
+ */
+function runHeader(bytes: Uint8Array, pos: number, end: number): number {
+  let header = 0;
+  let shift = 0;
+  let byte: number;
+  do {
+    if (pos >= end) return -1;
+    byte = bytes[pos++] as number;
+    header += (byte & 0x7f) * 2 ** shift;
+    shift += 7;
+  } while (byte & 0x80);
+  headerEnd = pos;
+  return header;
 }
