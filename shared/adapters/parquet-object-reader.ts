@@ -196,17 +196,21 @@ export class ParquetObjectReader implements ParquetFile {
    */
   #checkDeclaredValues(index: number, columns: readonly string[]): void {
     let declared = 0;
-    for (const chunk of this.#metadata.row_groups[index]?.columns ?? []) {
-      const meta = chunk.meta_data;
-      if (meta !== undefined && columns.includes(meta.path_in_schema[0] as string)) {
-        declared += Number(meta.num_values);
-      }
-    }
+    for (const meta of this.#chunksOf(index, columns)) declared += Number(meta.num_values);
     if (!(declared <= MAX_ROW_GROUP_VALUES)) {
       throw new UnsupportedInputError(
         `row group ${index} declares ${declared} values in the columns read (${columns.join(', ')}), more than the ${MAX_ROW_GROUP_VALUES} one row group may decode: write the file with smaller row groups`,
       );
     }
+  }
+
+  /** The column chunks (every leaf) of the top-level `columns` in row group `index`. */
+  #chunksOf(index: number, columns: readonly string[]): ColumnMetaData[] {
+    return (this.#metadata.row_groups[index]?.columns ?? []).flatMap((c) =>
+      c.meta_data !== undefined && columns.includes(c.meta_data.path_in_schema[0] as string)
+        ? [c.meta_data]
+        : [],
+    );
   }
 
   /** Flat and simple list columns: their chunks in one ranged read, decoded without list assembly. */
@@ -260,26 +264,25 @@ export class ParquetObjectReader implements ParquetFile {
     for (const c of columns) pieces.set(c, []);
     // hyparquet's page reader allocates what a page header declares: the headers are checked first
     // (pageLimits), on the chunks' bytes read once and then handed to it from memory.
-    const chunks = (this.#metadata.row_groups[group.index]?.columns ?? []).flatMap((c) =>
-      c.meta_data !== undefined && columns.includes(c.meta_data.path_in_schema[0] as string)
-        ? [c.meta_data]
-        : [],
-    );
+    const chunks = this.#chunksOf(group.index, columns);
     if (chunks.length === 0)
       throw new UnsupportedInputError(`row group ${group.index} has no chunk of ${columns.join(', ')}`);
     const low = Math.min(...chunks.map(chunkStart));
     const high = Math.max(...chunks.map((m) => chunkStart(m) + Number(m.total_compressed_size)));
-    const bytes = new Uint8Array(await this.#file.slice(low, high));
+    const buffer = await this.#file.slice(low, high);
+    const bytes = new Uint8Array(buffer);
     for (const meta of chunks) {
       const start = chunkStart(meta) - low;
       checkPageHeaders(bytes.subarray(start, start + Number(meta.total_compressed_size)), meta);
     }
     const file = this.#file;
+    const fromMemory = (start: number, end: number) =>
+      start === low && end === high ? buffer : bytes.slice(start - low, end - low).buffer;
     await parquetRead({
       file: {
         byteLength: file.byteLength,
         slice: (start, end = file.byteLength) =>
-          start >= low && end <= high ? bytes.slice(start - low, end - low).buffer : file.slice(start, end),
+          start >= low && end <= high ? fromMemory(start, end) : file.slice(start, end),
       },
       metadata: this.#metadata,
       columns: [...columns],

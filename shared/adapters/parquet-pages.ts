@@ -245,8 +245,9 @@ export const MAX_PAGE_LEVELS = 2 ** 24;
 export const MAX_PAGE_BYTES = 2 ** 28;
 
 /**
- * What a chunk's page headers may declare: each page at most {@link MAX_PAGE_BYTES} decompressed and
- * {@link MAX_PAGE_LEVELS} levels, and all of them together no more levels than the chunk's footer entry.
+ * What a chunk's page headers may declare: each page a size of 0 or more, at most {@link MAX_PAGE_BYTES}
+ * decompressed and {@link MAX_PAGE_LEVELS} levels, and all of them together no more levels than the chunk's
+ * footer entry.
  *
  * @throws Error from `take` when a page declares more than that
  */
@@ -259,6 +260,11 @@ export function pageLimits(meta: ColumnMetaData): { take(header: PageHeader): vo
       if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes > MAX_PAGE_BYTES) {
         throw new Error(
           `a page of column '${column}' declares ${bytes} bytes (at most ${MAX_PAGE_BYTES} a page)`,
+        );
+      }
+      if (!(header.compressed_page_size >= 0)) {
+        throw new Error(
+          `a page of column '${column}' declares ${header.compressed_page_size} compressed bytes`,
         );
       }
       const levels = header.data_page_header?.num_values ?? header.data_page_header_v2?.num_values;
@@ -290,8 +296,6 @@ export function checkPageHeaders(bytes: Uint8Array, meta: ColumnMetaData): void 
   while (reader.offset < bytes.byteLength) {
     const header = parquetHeader(reader);
     limits.take(header);
-    if (!(header.compressed_page_size >= 0))
-      throw new Error(`a page declares ${header.compressed_page_size} bytes`);
     reader.offset += header.compressed_page_size;
   }
 }
