@@ -12,6 +12,7 @@ import { zstdCompressor } from '../../shared/adapters/zstd-compressor';
 import type { JobOutcome } from '../../shared/core/batch/batch-job';
 import type { Checkpoint, Manifest } from '../../shared/core/batch/job-state';
 import { buildLinearModel, LINEAR_IN, LINEAR_OUT } from '../../tools/onnx/model-builder';
+import { type FaultProxy, startFaultProxy } from '../support/fault-proxy';
 import { expectClose } from '../support/golden';
 import { publishModel } from '../support/model-repository';
 import { type S3Server, startS3Server } from '../support/s3-server';
@@ -405,5 +406,118 @@ describe('Parquet batch jobs through the handler', () => {
       expect(await manifestOf(`${OUTPUT_PREFIX}/linear/short`)).toBeNull();
       expect(await getBytes(s3, `${OUTPUT_PREFIX}/linear/short.out.parquet`)).toBeUndefined();
     });
+  });
+});
+
+describe('Parquet jobs through a faulty network', () => {
+  let proxy: FaultProxy;
+  /** The clean run's output, which every run with a fault must reproduce byte for byte. */
+  let clean: { out: Uint8Array; errors: string | undefined; counts: Manifest['counts'] };
+  let body: Uint8Array;
+  const env = { ONNX_SERVE_BATCH_PART_RECORDS: '3000' };
+
+  beforeAll(async () => {
+    proxy = await startFaultProxy(s3.endpoint);
+    body = await duckParquet('faults.parquet', LISTS_SQL, `COMPRESSION zstd, ROW_GROUP_SIZE ${GROUP}`);
+    const h = await batchHarness(s3, env, { client: proxy.client });
+    expect(await put(h, inputKey('clean'), body)).toMatchObject({ status: 'succeeded' });
+    clean = await outputsOf('clean');
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+  });
+
+  afterEach(() => {
+    proxy.clear();
+  });
+
+  const inputKey = (name: string) => `${INPUT_PREFIX}/linear/${name}.parquet`;
+
+  async function outputsOf(name: string) {
+    const base = `${OUTPUT_PREFIX}/linear/${name}`;
+    const out = await getBytes(s3, `${base}.out.parquet`);
+    if (out === undefined) throw new Error(`${base}.out.parquet does not exist`);
+    return {
+      out,
+      errors: await getText(s3, `${base}.errors.jsonl`),
+      counts: (await manifestOf(base))?.counts as Manifest['counts'],
+    };
+  }
+
+  async function expectClean(name: string): Promise<void> {
+    const got = await outputsOf(name);
+    expect(got.counts).toEqual(clean.counts);
+    expect(Buffer.from(got.out).equals(Buffer.from(clean.out))).toBe(true);
+    expect(got.errors).toBe(clean.errors);
+  }
+
+  /** The job's ranged GETs of the input: the footer's tail read first, then one per row group. */
+  const inputGets = (name: string) =>
+    proxy.log
+      .filter((r) => r.method === 'GET' && r.key === inputKey(name))
+      .map((r) => `${r.status}|${r.fault ?? ''}`);
+
+  it.each([
+    ['a reset mid-body', { kind: 'reset', after: { fraction: 0.5 } }],
+    ['an early close mid-body', { kind: 'close', after: { fraction: 0.5 } }],
+    ['a body cut at half with a Content-Length that agrees', { kind: 'truncate', to: { fraction: 0.5 } }],
+    ['a 500', { kind: 'status', status: 500 }],
+  ] as const)('reads a row group again after %s, to the output of a clean run', async (_, fault) => {
+    const name = `rg-${fault.kind}`;
+    const h = await batchHarness(s3, env, { client: proxy.client });
+    // The footer's read goes through; the second row group's read breaks (once).
+    const rule = proxy.inject({ method: 'GET', key: inputKey(name), ranged: true, skip: 2, fault });
+    expect(await put(h, inputKey(name), body)).toMatchObject({ status: 'succeeded' });
+    expect(rule.hits).toBe(1);
+    await expectClean(name);
+    expect(inputGets(name).filter((g) => !g.endsWith('|'))).toHaveLength(1);
+  });
+
+  it('reads the footer again after its read is cut short', async () => {
+    const name = 'footer-cut';
+    const h = await batchHarness(s3, env, { client: proxy.client });
+    const rule = proxy.inject({
+      method: 'GET',
+      key: inputKey(name),
+      ranged: true,
+      fault: { kind: 'truncate', to: { fraction: 0.5 } },
+    });
+    expect(await put(h, inputKey(name), body)).toMatchObject({ status: 'succeeded' });
+    expect(rule.hits).toBe(1);
+    await expectClean(name);
+  });
+
+  it('commits nothing while row group reads answer another ETag; the re-delivered event scores', async () => {
+    const name = 'rg-etag';
+    const h = await batchHarness(s3, env, { client: proxy.client });
+    proxy.inject({
+      method: 'GET',
+      key: inputKey(name),
+      ranged: true,
+      skip: 2,
+      times: Number.POSITIVE_INFINITY,
+      fault: { kind: 'headers', set: { etag: '"0123456789abcdef0123456789abcdef"' } },
+    });
+    await s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: inputKey(name), Body: body }));
+    const event = events.lastFor(inputKey(name));
+    await expect(
+      h.invoke(
+        event,
+        budgetContext(() => 900_000),
+      ),
+    ).rejects.toThrow(/replaced|disagree/);
+    expect(await manifestOf(`${OUTPUT_PREFIX}/linear/${name}`)).toBeNull();
+    expect(await getBytes(s3, `${OUTPUT_PREFIX}/linear/${name}.out.parquet`)).toBeUndefined();
+    proxy.clear();
+    expect(
+      outcomeOf(
+        await h.invoke(
+          event,
+          budgetContext(() => 900_000),
+        ),
+      ),
+    ).toMatchObject({ status: 'succeeded' });
+    await expectClean(name);
   });
 });
